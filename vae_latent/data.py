@@ -1,0 +1,203 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 as a LightningDataModule served from in-memory tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from vae_latent.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the code needs to know about a dataset before reading it."""
+
+    tv_class: str  # the torchvision.datasets class name
+    channels: int
+    size: int
+    classes: tuple[str, ...]
+    files: tuple[str, ...]  # what must exist under the root, for the error message
+
+
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        "MNIST",
+        1,
+        28,
+        tuple(str(d) for d in range(10)),
+        tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES),
+    ),
+    "fashion_mnist": DatasetInfo(
+        "FashionMNIST",
+        1,
+        28,
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES),
+    ),
+    "cifar10": DatasetInfo(
+        "CIFAR10",
+        3,
+        32,
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        ("cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",),
+    ),
+}
+CHANNELS = ("native", "gray", "rgb")
+
+
+class InMemorySplit(Dataset):
+    """A whole split as one uint8 tensor; a batch is one gather, not a per-sample collate."""
+
+    def __init__(self, images: Tensor, labels: Tensor, binarize: bool) -> None:
+        self.images, self.labels = images, labels
+        # Binarized images are stored as 0/1 bytes, the rest as 0..255 bytes.
+        self.scale = 1.0 if binarize else 1.0 / 255.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.__getitems__([i])[0][0], self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        # DataLoader hands the whole batch of indices here (torch >= 2.1).
+        index = torch.as_tensor(idx, device=self.images.device)
+        return self.images[index].float().mul_(self.scale), self.labels[index]
+
+
+def _as_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The collate step: ``__getitems__`` already returned a batch."""
+    return batch
+
+
+class VAEDataModule(L.LightningDataModule):
+    """Reads each split once through torchvision, converts once to tensors, serves batches."""
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        channels: str = "native",
+        root: str = "data",
+        download: bool = True,
+        binarize: bool = True,
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        val_size: int = 5000,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise ConfigError(f"dataset={name!r} is unknown; use one of {', '.join(DATASETS)}")
+        if channels not in CHANNELS:
+            raise ConfigError(f"channels={channels!r} is unknown; use one of {', '.join(CHANNELS)}")
+        self.info = DATASETS[name]
+        if channels == "rgb" and self.info.channels == 1:
+            raise ConfigError(
+                f"channels=rgb needs a colour dataset but {name} has 1 channel; "
+                "use channels=native or channels=gray"
+            )
+        self.name, self.channels = name, channels
+        self.root = Path(root).expanduser().resolve()
+        self.download, self.binarize = download, binarize
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.seed = val_size, seed
+        self.splits: dict[str, InMemorySplit] = {}
+        self._read_cache: dict[bool, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images this module serves, known before any file is read."""
+        c = 1 if self.channels == "gray" else self.info.channels
+        return (c, self.info.size, self.info.size)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    def _read(self, train: bool, download: bool = False) -> tuple[Tensor, Tensor]:
+        """One split through its torchvision class, as (N, C, H, W) uint8 and (N,) int64."""
+        if train in self._read_cache:
+            return self._read_cache.pop(train)
+        import torchvision
+        from torchvision.transforms.functional import rgb_to_grayscale
+
+        cls = getattr(torchvision.datasets, self.info.tv_class)
+        try:
+            # torchvision prints download attempts on stdout; a failure gets our one line.
+            with contextlib.redirect_stdout(io.StringIO()):
+                ds = cls(str(self.root), train=train, download=download)
+        except (RuntimeError, OSError, ValueError) as e:
+            how = "download failed" if download else "data.download=false"
+            fix = "check the internet connection" if download else "allow data.download=true"
+            raise DataError(
+                f"{self.name} not found under {self.root} ({how}): expected "
+                f"{', '.join(self.info.files)}; set data.root (or VAE_LATENT_DATA) to a folder "
+                f"holding them, or {fix} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+            ) from e
+        images = torch.as_tensor(ds.data)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        if self.channels == "gray" and images.shape[1] == 3:
+            images = rgb_to_grayscale(images)  # ITU-R 601-2 luma, as transforms.Grayscale
+        if self.binarize:
+            images = (images > 127).to(torch.uint8)  # pixel/255 > 0.5, the study's recipe
+        return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+    def prepare_data(self) -> None:
+        # Runs once per node before setup: the only place that downloads. torchvision reads the
+        # files while checking them, so keep what it read for setup in this process.
+        if not self.splits:
+            for train in (True, False):
+                self._read_cache[train] = self._read(train, download=self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # already loaded (the CLI loads before fit to fail early)
+            return
+        images, labels = self._read(train=True)
+        if not 0 < self.val_size < len(images):
+            raise ConfigError(
+                f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
+                f"(the {self.name} training split has {len(images)} images)"
+            )
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        val, train = order[: self.val_size], order[self.val_size :]
+        self.splits["train"] = InMemorySplit(images[train], labels[train], self.binarize)
+        self.splits["val"] = InMemorySplit(images[val], labels[val], self.binarize)
+        self.splits["test"] = InMemorySplit(*self._read(train=False), self.binarize)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        bs = self.batch_size if split == "train" else self.eval_batch_size
+        # No workers: a batch is one tensor gather, cheaper than any inter-process hop.
+        return DataLoader(self.splits[split], batch_size=bs, shuffle=shuffle, collate_fn=_as_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
