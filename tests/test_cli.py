@@ -1,3 +1,4 @@
+import csv
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ TINY = [
     "data.batch_size=16",
     "trainer.limit_train_batches=4",
     "trainer.accelerator=cpu",
+    "metrics.iw_samples=16",
 ]
 
 
@@ -80,7 +82,9 @@ def test_cli_smoke_run_writes_the_run_directory(data_root, tmp_path):
 def test_missing_data_is_one_line_naming_the_path(tmp_path):
     missing = tmp_path / "nonexistent"
     proc = run_cli(f"data.root={missing}", "data.download=false", f"hydra.run.dir={tmp_path / 'r'}")
-    assert_one_line_error(proc, str(missing), "MNIST/raw/train-images-idx3-ubyte")
+    assert_one_line_error(
+        proc, str(missing), "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+    )
 
 
 def test_rgb_on_mnist_is_one_line(tmp_path, data_root):
@@ -134,6 +138,11 @@ def test_multirun_composes_every_combination_and_fails_only_bad_ones(data_root, 
     assert "needs a colour dataset" in (sweep / failed[0] / "error.txt").read_text()
     latents = {json.loads((sweep / d / "metrics.json").read_text())["latent_dim"] for d in done}
     assert latents == {2, 3}
+    # The Hydra callback wrote the report at the end of the multirun, failures included.
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in rows) == ["complete"] * 4 + ["failed"] * 4
+    assert "failed" in (sweep / "report.md").read_text()
 
 
 @pytest.mark.usefixtures("cifar_md5")
@@ -161,3 +170,18 @@ def test_cifar10_trains_from_cifar_format_files(data_root, tmp_path, channels, s
         assert metrics["params"] == params
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert metrics["test_elbo"] < 0 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_callbacks_none_writes_no_figures(data_root, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(
+        "callbacks=none",
+        f"data.root={data_root}",
+        "trainer.max_epochs=1",
+        *TINY,
+        f"hydra.run.dir={run}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert not list(run.rglob("*.png")) and not list(run.rglob("*.gif"))
+    assert not (run / "tensorboard" / "projector_config.pbtxt").exists()

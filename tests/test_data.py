@@ -108,5 +108,5 @@ def test_missing_files_name_the_root_and_the_expected_files(tmp_path):
         dm.prepare_data()
     message = str(err.value)
     assert str(tmp_path / "nowhere") in message
-    assert "FashionMNIST/raw/train-images-idx3-ubyte" in message
+    assert "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte" in message
     assert "\n" not in message

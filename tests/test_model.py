@@ -2,8 +2,10 @@ import math
 
 import pytest
 import torch
+from torch.distributions import ContinuousBernoulli
 
-from vae_latent.model import ConvVAE, elbo_terms
+from vae_latent.errors import ConfigError
+from vae_latent.model import ConvVAE, elbo_terms, log_likelihood
 
 
 @pytest.mark.parametrize(("shape", "params"), [((1, 28, 28), 69_989), ((3, 32, 32), 75_911)])
@@ -87,6 +89,24 @@ def test_forward_returns_per_image_terms_and_the_loss_has_gradients():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_bad_kl_mode_is_rejected():
-    with pytest.raises(ValueError, match="model.kl"):
+def test_bad_kl_mode_and_likelihood_are_rejected():
+    with pytest.raises(ConfigError, match="model.kl"):
         ConvVAE(kl="exact")
+    with pytest.raises(ConfigError, match="model.likelihood"):
+        ConvVAE(likelihood="gaussian")
+
+
+def test_continuous_bernoulli_is_normalized_and_its_mean_is_what_decode_shows():
+    logits = torch.tensor([-2.0, 0.3, 1.5])
+    # Integrate each pixel's density over [0, 1] numerically: each integrates to 1.
+    x = torch.linspace(0, 1, 20_001)
+    for lam in logits:
+        lp = log_likelihood(
+            x[:, None, None, None], lam.expand(len(x), 1, 1, 1), "continuous_bernoulli"
+        )
+        assert torch.trapezoid(lp.exp(), x).item() == pytest.approx(1.0, abs=1e-3)
+    model = ConvVAE(latent_dim=2, likelihood="continuous_bernoulli")
+    z = torch.zeros(1, 2)
+    want = ContinuousBernoulli(logits=model.decode(z)).mean
+    assert torch.allclose(model.decode(z, apply_sigmoid=True), want)
+    assert not torch.allclose(want, torch.sigmoid(model.decode(z)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vae_latent.errors import ConfigError, UserError
+from vae_latent.errors import ConfigError, DataError, user_error
 
 log = logging.getLogger("vae_latent")
 
@@ -26,6 +27,20 @@ def _conf_dir() -> str:
     here = Path(__file__).resolve().parent
     packaged = here / "conf"
     return str(packaged if packaged.is_dir() else here.parent / "conf")
+
+
+def _resume_path(resume: Any) -> str | None:
+    """``resume=<run dir>`` (a path) as opposed to ``resume=true/false/null``."""
+    return None if resume is None or isinstance(resume, bool) else str(resume)
+
+
+# resume=<run dir> trains in that directory and keeps its .hydra/ (the run's own config).
+OmegaConf.register_new_resolver(
+    "vae_run_dir", lambda resume, default: _resume_path(resume) or default, replace=True
+)
+OmegaConf.register_new_resolver(
+    "vae_output_subdir", lambda resume: None if _resume_path(resume) else ".hydra", replace=True
+)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -45,19 +60,17 @@ def validate(cfg: DictConfig) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write through a temp file and rename, so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from vae_latent.callbacks import save_atomic
+
+    save_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Build everything from ``cfg``, fit, test the best checkpoint; returns metrics.json's dict."""
-    validate(cfg)
+def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Datamodule (read, so bad data fails now), model, trainer, and the callbacks we read back."""
     import lightning as L
-    import torch
     from hydra.utils import instantiate
 
-    from vae_latent.callbacks import RunClock
+    from vae_latent.callbacks import NonFiniteGuard, RunClock
 
     # lightning/__init__ adds its own console handler; Hydra's root handlers (console + the
     # run's log file) already print everything once.
@@ -70,36 +83,90 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     datamodule.prepare_data()  # read (or download) now: bad data fails before training starts
     datamodule.setup("fit")
     model = instantiate(cfg.model, image_shape=datamodule.image_shape)
-
     logger = False
     if cfg.get("logger") and "_target_" in cfg.logger:
         logger = instantiate(cfg.logger, save_dir=str(out_dir))
-        logger.log_hyperparams(_hparams(cfg))
-    checkpoint = instantiate(cfg.checkpoint, dirpath=str(out_dir / "checkpoints"))
-    clock = RunClock()
+    core = {
+        "checkpoint": instantiate(cfg.checkpoint, dirpath=str(out_dir / "checkpoints")),
+        "clock": RunClock(),
+        "guard": NonFiniteGuard(),
+    }
+    if cfg.trainer.get("enable_progress_bar", True) and cfg.get("progress_bar"):
+        core["progress_bar"] = instantiate(cfg.progress_bar)
     extra = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[checkpoint, clock, *extra],
+        callbacks=[*core.values(), *extra],
         default_root_dir=str(out_dir),
     )
+    return datamodule, model, trainer, core
 
-    fit_start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    fit_seconds = time.perf_counter() - fit_start
 
-    # Test the best-by-val-ELBO weights; pass the path explicitly (works after a resume too).
-    ckpt = checkpoint.best_model_path or checkpoint.last_model_path
-    (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that is not ours or needs more than weights-only loading."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(
+            f"{path} cannot be loaded weights-only ({type(e).__name__}): it is damaged or not a "
+            "vae_latent checkpoint; delete it to start over or resume another run"
+        ) from e
+    hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if "state_dict" not in ckpt or not {"image_shape", "latent_dim"} <= set(hparams):
+        raise DataError(f"{path} is not a vae_latent checkpoint (no ConvVAE hyperparameters)")
+
+
+def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Build everything from ``cfg``, fit, test the best checkpoint; returns metrics.json's dict.
+
+    With ``resume`` a complete run is left as it is and an interrupted one continues from
+    ``checkpoints/last.ckpt``.
+    """
+    validate(cfg)
+    import torch
+
+    done = out_dir / "metrics.json"
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if resume and done.is_file():
+        previous = json.loads(done.read_text())
+        if previous.get("status") == "complete":
+            log.info("%s is complete (metrics.json): nothing to train", out_dir)
+            return previous
+    if resume and last.is_file():
+        check_checkpoint(last)
+    resume_from = str(last) if resume and last.is_file() else None
+
+    datamodule, model, trainer, core = build(cfg, out_dir)
+    checkpoint, clock = core["checkpoint"], core["clock"]
+    try:
+        fit_start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        fit_seconds = time.perf_counter() - fit_start
+        # Test the best-by-val-ELBO weights; pass the path explicitly (works after a resume).
+        # Lightning loads them into `model`, so the latent metrics score the same checkpoint.
+        ckpt = checkpoint.best_model_path or checkpoint.last_model_path
+        (test,) = trainer.test(
+            model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False, weights_only=True
+        )
+        from vae_latent.metrics import latent_metrics
+
+        latent = latent_metrics(model, datamodule, **cfg.metrics)
+    except BaseException as e:
+        write_failed(out_dir, cfg, trainer, e)
+        raise
+    hp = model.hparams
     metrics = {
         "status": "complete",
         "dataset": datamodule.name,
         "channels": datamodule.channels,
         "image_shape": list(datamodule.image_shape),
-        "latent_dim": model.hparams.latent_dim,
-        "kl": model.hparams.kl,
-        "lr": model.hparams.lr,
+        "latent_dim": hp.latent_dim,
+        "kl": hp.kl,
+        "likelihood": hp.likelihood,
+        "lr": hp.lr,
         "batch_size": datamodule.batch_size,
         "binarize": datamodule.binarize,
         "seed": cfg.seed,
@@ -111,6 +178,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "test_kl": test["test/kl"],
         "best_val_elbo": _float(checkpoint.best_model_score),
         "test_checkpoint": os.path.relpath(ckpt, out_dir) if ckpt else None,
+        **latent,
         "train_seconds": clock.seconds,
         "train_images": clock.images,
         "images_per_second": clock.images / clock.seconds if clock.seconds else None,
@@ -118,6 +186,8 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
         "torch_threads": torch.get_num_threads(),
     }
+    if trainer.logger:
+        log_final(trainer.logger, metrics, latent, trainer.global_step)
     write_json(out_dir / "metrics.json", metrics)
     log.info(
         "test ELBO %.2f nats (recon %.2f, KL %.2f); %.0f images/s; run dir %s",
@@ -130,25 +200,51 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def log_final(logger: Any, metrics: dict[str, Any], latent: dict[str, Any], step: int) -> None:
+    """Latent metrics as scalars, and hparams once with the final metric (HPARAMS tab)."""
+    keys = ("dataset", "channels", "latent_dim", "lr", "batch_size", "kl", "likelihood", "seed")
+    logger.log_metrics(
+        {f"test/{k}": v for k, v in latent.items() if isinstance(v, (int, float))}, step
+    )
+    logger.log_hyperparams({k: metrics[k] for k in keys}, {"hp/test_elbo": metrics["test_elbo"]})
+    logger.finalize("success")
+
+
+def write_failed(out_dir: Path, cfg: DictConfig, trainer: Any, e: BaseException) -> None:
+    """metrics.json marked failed, with the error, so reports list the run (best effort)."""
+    cause = user_error(e)
+    failed = {
+        "status": "failed" if not isinstance(e, KeyboardInterrupt) else "incomplete",
+        "error": str(cause) if cause else f"{type(e).__name__}: {e}",
+        "dataset": cfg.data.name,
+        "channels": cfg.data.channels,
+        "latent_dim": cfg.model.latent_dim,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+    }
+    with contextlib.suppress(OSError):  # e.g. the disk is full: the error line still shows
+        write_json(out_dir / "metrics.json", failed)
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's settings as plain values; the logger flattens the nesting."""
-    return OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, ["data", "model", "trainer", "seed"]), resolve=True
-    )
-
-
-def user_error(e: BaseException) -> UserError | None:
-    """The UserError behind ``e``, if any (``instantiate`` wraps what constructors raise)."""
-    while e is not None and not isinstance(e, UserError):
-        e = e.__cause__ or e.__context__
-    return e
-
-
 _failed: list[str] = []  # job directories of a multirun whose job failed
+
+
+def resumed_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The config a run was made with, plus this command's overrides (e.g. a new data.root)."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"resume={run_dir} is not a run directory (no .hydra/config.yaml); pass the folder "
+            "that holds checkpoints/ and .hydra/ of an earlier run"
+        )
+    original = OmegaConf.load(saved)
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    return OmegaConf.merge(original, OmegaConf.from_dotlist([o.lstrip("+~") for o in overrides]))
 
 
 @hydra.main(config_path=_conf_dir(), config_name="train", version_base="1.3")
@@ -156,24 +252,58 @@ def _train_app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     try:
-        train(cfg, out_dir)
+        path = _resume_path(cfg.get("resume"))
+        if path:
+            out_dir = Path(path).expanduser().resolve()
+            cfg = resumed_config(cfg, out_dir)
+        train(cfg, out_dir, resume=bool(path) or cfg.get("resume") is True)
     except Exception as e:
         cause = user_error(e)
-        if cause is None:
-            raise
-        message = f"vae-latent: error: {cause}"
+        message = f"vae-latent: error: {cause or f'{type(e).__name__}: {e}'}"
         if hc.mode != RunMode.MULTIRUN:
+            if cause is None:
+                raise  # a bug: keep the traceback
             print(message, file=sys.stderr)
-            sys.exit(2)
-        # In a sweep, one bad combination fails its own job; the others still run.
-        log.error(message)
-        (out_dir / "error.txt").write_text(message + "\n")
+            sys.exit(cause.exit_code)
+        # In a sweep a failed job is recorded and the others still run.
+        log.error(message, exc_info=cause is None)
+        with contextlib.suppress(OSError):
+            (out_dir / "error.txt").write_text(message + "\n")
         _failed.append(str(out_dir))
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's multi-line composition errors, folded into one line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    lines = [
+        line
+        for line in lines
+        if not line.startswith(("Config search path", "provider=", "Set the"))
+    ]
+    return "; ".join(lines)[:400]
 
 
 def train_main() -> None:
     """Console entry point ``vae-latent``; exits non-zero if any job of a multirun failed."""
-    _train_app()
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra then raises composition errors instead of printing them over several lines.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    # Library warnings go to the log (console and the run's log file); stderr keeps the
+    # progress bar and our one-line errors.
+    logging.captureWarnings(True)
+    try:
+        _train_app()
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"vae-latent: error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # Hydra could not create or write the run directory
+        cause = user_error(e)
+        if cause is None:
+            raise
+        print(f"vae-latent: error: {cause}", file=sys.stderr)
+        sys.exit(cause.exit_code)
     if _failed:
         print(f"vae-latent: {len(_failed)} job(s) failed: {', '.join(_failed)}", file=sys.stderr)
         sys.exit(1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,50 +22,24 @@ class DatasetInfo:
     """What the code needs to know about a dataset before reading it."""
 
     tv_class: str  # the torchvision.datasets class name
+    display: str  # the name in figure titles
     channels: int
     size: int
-    classes: tuple[str, ...]
-    files: tuple[str, ...]  # what must exist under the root, for the error message
+    files: str  # what must exist under the root, for the error message
 
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+_IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(
-        "MNIST",
-        1,
-        28,
-        tuple(str(d) for d in range(10)),
-        tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES),
-    ),
+    "mnist": DatasetInfo("MNIST", "MNIST", 1, 28, f"MNIST/raw/{_IDX}"),
     "fashion_mnist": DatasetInfo(
-        "FashionMNIST",
-        1,
-        28,
-        (
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES),
+        "FashionMNIST", "Fashion-MNIST", 1, 28, f"FashionMNIST/raw/{_IDX}"
     ),
     "cifar10": DatasetInfo(
         "CIFAR10",
+        "CIFAR-10",
         3,
         32,
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        ("cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",),
+        "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
     ),
 }
 CHANNELS = ("native", "gray", "rgb")
@@ -80,13 +56,26 @@ class InMemorySplit(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.__getitems__([i])[0][0], self.labels[i]
-
-    def __getitems__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
-        # DataLoader hands the whole batch of indices here (torch >= 2.1).
+    def take(self, idx: list[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Images (float in [0, 1]) and labels at ``idx``: one gather."""
         index = torch.as_tensor(idx, device=self.images.device)
         return self.images[index].float().mul_(self.scale), self.labels[index]
+
+    # DataLoader hands a whole batch of indices to __getitems__ (torch >= 2.1).
+    __getitems__ = take
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        x, y = self.take([i])
+        return x[0], y[0]
+
+    def batches(self, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The split in order, as float batches (no full float copy of a large split)."""
+        for start in range(0, len(self), size):
+            yield self.take(torch.arange(start, min(start + size, len(self))))
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """The whole split as float images in [0, 1] and labels."""
+        return self.images.float().mul_(self.scale), self.labels
 
 
 def _as_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -135,8 +124,9 @@ class VAEDataModule(L.LightningDataModule):
         return (c, self.info.size, self.info.size)
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        return self.info.classes
+    def classes(self) -> list[str]:
+        """Class names as torchvision gives them (CIFAR-10's from batches.meta); after setup."""
+        return self._classes
 
     def _read(self, train: bool, download: bool = False) -> tuple[Tensor, Tensor]:
         """One split through its torchvision class, as (N, C, H, W) uint8 and (N,) int64."""
@@ -150,14 +140,9 @@ class VAEDataModule(L.LightningDataModule):
             # torchvision prints download attempts on stdout; a failure gets our one line.
             with contextlib.redirect_stdout(io.StringIO()):
                 ds = cls(str(self.root), train=train, download=download)
-        except (RuntimeError, OSError, ValueError) as e:
-            how = "download failed" if download else "data.download=false"
-            fix = "check the internet connection" if download else "allow data.download=true"
-            raise DataError(
-                f"{self.name} not found under {self.root} ({how}): expected "
-                f"{', '.join(self.info.files)}; set data.root (or VAE_LATENT_DATA) to a folder "
-                f"holding them, or {fix} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
-            ) from e
+        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+            raise self._read_error(e, download) from e
+        self._classes = list(ds.classes)
         images = torch.as_tensor(ds.data)
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
         if self.channels == "gray" and images.shape[1] == 3:
@@ -165,6 +150,22 @@ class VAEDataModule(L.LightningDataModule):
         if self.binarize:
             images = (images > 127).to(torch.uint8)  # pixel/255 > 0.5, the study's recipe
         return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+    def _read_error(self, e: Exception, download: bool) -> DataError:
+        """One line: what is missing or broken under the root, and what to do."""
+        detail = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]}"
+        folder = self.root / self.info.files.split("/")[0]
+        if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
+            return DataError(
+                f"{self.name} files under {folder} cannot be read (truncated or corrupt?): "
+                f"delete them and download again, or copy them again ({detail})"
+            )
+        how = "download failed" if download else "data.download=false"
+        fix = "check the internet connection" if download else "allow data.download=true"
+        return DataError(
+            f"{self.name} not found under {self.root} ({how}): expected {self.info.files}; set "
+            f"data.root (or VAE_LATENT_DATA) to a folder holding them, or {fix} ({detail})"
+        )
 
     def prepare_data(self) -> None:
         # Runs once per node before setup: the only place that downloads. torchvision reads the

@@ -1,8 +1,14 @@
-"""Errors a user can fix: the CLI prints their message as one line and exits with code 2."""
+"""Errors a user can act on: the CLI prints the message as one line and exits with ``exit_code``."""
+
+from __future__ import annotations
+
+import errno
 
 
 class UserError(Exception):
     """A problem with the user's input, configuration or files (not a bug)."""
+
+    exit_code = 2
 
 
 class ConfigError(UserError):
@@ -10,4 +16,29 @@ class ConfigError(UserError):
 
 
 class DataError(UserError):
-    """Dataset files missing, unreadable or not downloadable."""
+    """Dataset or checkpoint files missing, unreadable or not downloadable."""
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged: the loss became NaN or infinite."""
+
+    exit_code = 1
+
+
+_CANNOT_WRITE = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.ENOTDIR, errno.EPERM}
+
+
+def user_error(e: BaseException | None) -> UserError | None:
+    """The UserError behind ``e``, if any (``instantiate`` and Lightning wrap what they call).
+
+    A failed write (disk full, read-only or not a directory) is the user's to fix too.
+    """
+    while e is not None:
+        if isinstance(e, UserError):
+            return e
+        if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:
+            where = e.filename or "the run directory"
+            return UserError(f"cannot write {where}: {e.strerror}; free space or choose a writable "
+                             "hydra.run.dir, then resume=<run dir>")  # fmt: skip
+        e = e.__cause__ or e.__context__
+    return None

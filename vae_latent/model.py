@@ -6,9 +6,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import ContinuousBernoulli, Normal, kl_divergence
+
+from vae_latent.errors import ConfigError
 
 KL_MODES = ("mc", "analytic")
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
+# log-variance is clamped here: exp(logvar) stays finite in float32 (see README, Numerics).
+LOGVAR_RANGE = (-30.0, 20.0)
 
 
 def encoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Sequential:
@@ -43,20 +48,43 @@ def decoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Seque
     )
 
 
+def log_likelihood(x: Tensor, logits: Tensor, likelihood: str = "bernoulli") -> Tensor:
+    """log p(x|z) per image, summed over pixels, in nats.
+
+    ``bernoulli`` (the study's): minus BCE-with-logits; a normalized density only for binary x.
+    ``continuous_bernoulli``: normalized on [0, 1] (Loaiza-Ganem & Cunningham, 2019).
+    """
+    if likelihood == "continuous_bernoulli":
+        return ContinuousBernoulli(logits=logits, validate_args=False).log_prob(x).flatten(1).sum(1)
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def log_prior_ratio(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log q(z|x) - log p(z) per image at the sampled z: the study's single-sample KL."""
+    q = Normal(mean, torch.exp(0.5 * logvar), validate_args=False)
+    p = Normal(torch.zeros_like(mean), torch.ones_like(mean), validate_args=False)
+    return (q.log_prob(z) - p.log_prob(z)).sum(-1)
+
+
 def elbo_terms(
-    x: Tensor, logits: Tensor, z: Tensor, mean: Tensor, logvar: Tensor, kl: str = "mc"
+    x: Tensor,
+    logits: Tensor,
+    z: Tensor,
+    mean: Tensor,
+    logvar: Tensor,
+    kl: str = "mc",
+    likelihood: str = "bernoulli",
 ) -> tuple[Tensor, Tensor]:
     """Per-image reconstruction NLL and KL in nats; the ELBO is ``-(recon + kl)``.
 
-    recon = -log p(x|z) with a Bernoulli likelihood on logits (BCE summed over pixels).
-    kl = log q(z|x) - log p(z) at the sampled z ("mc", the study's estimator) or the closed form.
+    recon = -log p(x|z); kl = log q(z|x) - log p(z) at the sampled z ("mc", the study's
+    estimator) or the closed form ("analytic").
     """
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-    q = Normal(mean, torch.exp(0.5 * logvar), validate_args=False)
-    p = Normal(torch.zeros_like(mean), torch.ones_like(mean), validate_args=False)
+    recon = -log_likelihood(x, logits, likelihood)
     if kl == "analytic":
-        return recon, kl_divergence(q, p).sum(1)
-    return recon, (q.log_prob(z) - p.log_prob(z)).sum(1)
+        q = Normal(mean, torch.exp(0.5 * logvar), validate_args=False)
+        return recon, kl_divergence(q, Normal(0.0, 1.0)).sum(1)
+    return recon, log_prior_ratio(z, mean, logvar)
 
 
 class ConvVAE(L.LightningModule):
@@ -68,14 +96,27 @@ class ConvVAE(L.LightningModule):
         latent_dim: int = 2,
         lr: float = 1e-4,
         kl: str = "mc",
+        likelihood: str = "bernoulli",
     ) -> None:
         super().__init__()
         if kl not in KL_MODES:
-            raise ValueError(f"model.kl={kl!r} is not one of {KL_MODES}")
+            raise ConfigError(f"model.kl={kl!r} is unknown; use one of {', '.join(KL_MODES)}")
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(
+                f"model.likelihood={likelihood!r} is unknown; use one of {', '.join(LIKELIHOODS)}"
+            )
         # Plain ints/floats/strings only: checkpoints must load with weights_only=True.
         image_shape = tuple(int(s) for s in image_shape)
+        # The CLI logs the run's hyperparameters once, with the test metric (logger=False here).
         self.save_hyperparameters(
-            {"image_shape": image_shape, "latent_dim": int(latent_dim), "lr": float(lr), "kl": kl}
+            {
+                "image_shape": image_shape,
+                "latent_dim": int(latent_dim),
+                "lr": float(lr),
+                "kl": kl,
+                "likelihood": likelihood,
+            },
+            logger=False,
         )
         self.encoder = encoder(*image_shape, latent_dim)
         self.decoder = decoder(*image_shape, latent_dim)
@@ -88,7 +129,7 @@ class ConvVAE(L.LightningModule):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x)."""
         mean, logvar = self.encoder(x.contiguous(memory_format=torch.channels_last)).chunk(2, dim=1)
-        return mean, logvar
+        return mean, logvar.clamp(*LOGVAR_RANGE)
 
     @staticmethod
     def reparameterize(mean: Tensor, logvar: Tensor) -> Tensor:
@@ -96,9 +137,16 @@ class ConvVAE(L.LightningModule):
         return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
 
     def decode(self, z: Tensor, apply_sigmoid: bool = False) -> Tensor:
-        """Logits of p(x|z), or pixel means in [0, 1] with ``apply_sigmoid``."""
+        """Logits of p(x|z), or with ``apply_sigmoid`` its mean image in [0, 1].
+
+        For the Bernoulli the mean is sigmoid(logits); the continuous Bernoulli's mean differs.
+        """
         logits = self.decoder(z)
-        return torch.sigmoid(logits) if apply_sigmoid else logits
+        if not apply_sigmoid:
+            return logits
+        if self.hparams.likelihood == "continuous_bernoulli":
+            return ContinuousBernoulli(logits=logits, validate_args=False).mean
+        return torch.sigmoid(logits)
 
     @torch.no_grad()
     def sample(
@@ -115,7 +163,8 @@ class ConvVAE(L.LightningModule):
         """Per-image reconstruction NLL and KL for a batch (one Monte Carlo sample of z)."""
         mean, logvar = self.encode(x)
         z = self.reparameterize(mean, logvar)
-        return elbo_terms(x, self.decode(z), z, mean, logvar, self.hparams.kl)
+        hp = self.hparams
+        return elbo_terms(x, self.decode(z), z, mean, logvar, hp.kl, hp.likelihood)
 
     # --- Lightning -----------------------------------------------------------------------
     # Epoch means are summed on the device and logged once per epoch: a `self.log` call costs
@@ -126,6 +175,7 @@ class ConvVAE(L.LightningModule):
         recon, kl = self(x)
         loss = (recon + kl).mean()
         sums = torch.stack([recon.detach().sum(), kl.detach().sum()])
+        self.last_terms = sums / x.shape[0]  # read only when the loss is not finite
         if split in self._sums:
             self._sums[split] += sums
             self._counts[split] += x.shape[0]

@@ -1,0 +1,158 @@
+"""The pictures: files, sizes, pixels, GIF frames and TensorBoard contents, on fixture data."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from vae_latent import figures
+from vae_latent.callbacks import EpochGrid, LatentTraversal
+from vae_latent.cli import train
+from vae_latent.model import ConvVAE
+
+from .conftest import REPO
+
+N_IMAGES = 4  # a 2x2 grid per panel
+FIGURES = ["latent_manifold.png", "latent_traversal.png", "latent_scatter.png", "interpolation.png"]
+
+
+def _train(out, data_root, *overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "dataset=mnist",
+                f"data.root={data_root}",
+                "data.val_size=40",
+                "data.batch_size=16",
+                "trainer.limit_train_batches=3",
+                "trainer.accelerator=cpu",
+                "trainer.max_epochs=2",
+                "trainer.enable_progress_bar=false",
+                f"callbacks.epoch_grid.n_images={N_IMAGES}",
+                "metrics.iw_samples=16",
+                *overrides,
+            ],
+        )
+    return train(cfg, out)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("run")
+    _train(out, data_root, "callbacks.latent_scatter.every_n_epochs=1")
+    return out
+
+
+def _panel(image: np.ndarray, index: int, size: int = 28, scale: int = 3) -> np.ndarray:
+    """Crop panel ``index`` of an EpochGrid image, from figures' public layout constants."""
+    side = (2 * (size + figures.PAD) + figures.PAD) * scale
+    x = figures.MARGIN + index * (side + figures.GAP)
+    y = figures.MARGIN + figures.TITLE_H + figures.LABEL_H
+    return image[y : y + side, x : x + side]
+
+
+def test_every_file_is_written(run):
+    for name in ["epochs/epoch_001.png", "epochs/epoch_002.png", "training.gif", *FIGURES]:
+        assert (run / name).is_file(), name
+    # every_n_epochs=1 also keeps one scatter per epoch under latent/.
+    assert sorted(p.name for p in (run / "latent").iterdir()) == [
+        "epoch_001_latent_scatter.png",
+        "epoch_002_latent_scatter.png",
+    ]
+
+
+def test_epoch_grid_has_the_size_of_its_layout(run):
+    image = iio.imread(run / "epochs" / "epoch_001.png")
+    side = (2 * (28 + figures.PAD) + figures.PAD) * 3  # 2x2 tiles of 28 px, padded, x3
+    height = side + figures.TITLE_H + figures.LABEL_H + 2 * figures.MARGIN
+    width = 3 * side + 2 * figures.GAP + 2 * figures.MARGIN
+    assert image.shape == (height, width, 3)
+
+
+def test_fixed_batch_is_the_same_every_epoch_and_run(run):
+    first, second = (iio.imread(run / "epochs" / f"epoch_00{e}.png") for e in (1, 2))
+    assert np.array_equal(_panel(first, 0), _panel(second, 0))  # the test images
+    assert not np.array_equal(_panel(first, 1), _panel(second, 1))  # reconstructions moved
+
+
+def test_decoding_known_latents_gives_the_saved_pixels(run):
+    # epoch_002 is drawn after the last training step, so last.ckpt holds the same weights.
+    model = ConvVAE.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    model.eval()
+    gen = torch.Generator().manual_seed(42)  # EpochGrid's seed is ${seed}
+    torch.randperm(len(range(80)), generator=gen)  # the fixed test batch draws first
+    eps = torch.randn(N_IMAGES, 2, generator=gen)
+    want = figures.to_uint8(figures.grid(model.sample(eps))).repeat(3, 0).repeat(3, 1)
+    saved = _panel(iio.imread(run / "epochs" / "epoch_002.png"), 2)
+    assert np.abs(saved.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_gif_has_one_frame_per_epoch_and_loops(run):
+    frames = iio.imread(run / "training.gif", index=None)
+    assert frames.shape[0] == 2
+    meta = iio.immeta(run / "training.gif")
+    assert meta["loop"] == 0 and meta["duration"] == 600
+
+
+def test_tensorboard_has_images_projector_and_hparams(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    images = set(events.Tags()["images"])
+    assert {
+        "epoch_grid",
+        "latent_manifold",
+        "latent_traversal",
+        "latent_scatter",
+        "interpolation",
+    } <= images
+    assert len(events.Images("epoch_grid")) == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert events.Scalars("hp/test_elbo")[0].value == pytest.approx(metrics["test_elbo"], rel=1e-5)
+    config = (run / "tensorboard" / "projector_config.pbtxt").read_text()
+    assert "test_latent_means" in config and "sprite" in config and "metadata_path" in config
+    metadata = next((run / "tensorboard").glob("*/test_latent_means/metadata.tsv")).read_text()
+    assert len(metadata.splitlines()) == 80 and "7 - seven" in metadata
+
+
+def test_latent_8_has_no_manifold_and_traversals_of_every_dim(tmp_path, data_root):
+    _train(tmp_path, data_root, "model.latent_dim=8", "trainer.max_epochs=1")
+    assert not (tmp_path / "latent_manifold.png").exists()
+    for name in FIGURES[1:]:
+        assert (tmp_path / name).is_file()
+
+
+def test_traversal_rows_follow_kl_and_sweep_one_dim_each():
+    means = torch.zeros(5, 8)
+    kl = torch.tensor([0.1, 3.0, 0.2, 2.0, 0.0, 1.0, 0.3, 0.4])
+    z, dims, offsets = LatentTraversal(max_dims=3, steps=5).codes(means, kl)
+    assert dims == [1, 3, 5]
+    z = z.view(3, 5, 8)
+    for row, d in enumerate(dims):
+        assert torch.equal(z[row, :, d], offsets)
+        assert z[row].abs().sum() == z[row, :, d].abs().sum()  # nothing else moves
+
+
+def test_manifold_grid_is_the_studys_quantile_grid():
+    z = figures.manifold_z(3)
+    q = torch.distributions.Normal(0, 1).icdf(torch.tensor([0.05, 0.5, 0.95]))
+    assert torch.allclose(z[:3, 0], q) and torch.allclose(z[:3, 1], q[2].expand(3))  # top row
+    assert torch.allclose(z[-1], torch.stack([q[2], q[0]]))  # bottom right: z1 max, z2 min
+
+
+def test_fixed_inputs_are_deterministic(run, data_root):
+    from vae_latent.data import VAEDataModule
+
+    dm = VAEDataModule(root=str(data_root), download=False, val_size=40)
+    dm.prepare_data()
+    dm.setup()
+    trainer = type("T", (), {"datamodule": dm})()
+    a, b = EpochGrid(n_images=4, seed=3), EpochGrid(n_images=4, seed=3)
+    xa, ea = a.fixed_inputs(trainer, 2)
+    xb, eb = b.fixed_inputs(trainer, 2)
+    assert torch.equal(xa, xb) and torch.equal(ea, eb)
+    assert not torch.equal(EpochGrid(n_images=4, seed=4).fixed_inputs(trainer, 2)[1], ea)

@@ -1,0 +1,181 @@
+"""``python -m vae_latent.bench``: training images/s of the real Lightning path vs a plain loop.
+
+Both train the same ConvVAE on the same in-memory batches of real data, in one process, timed
+after a warm-up; the JSON line on stdout has both rates, their ratio, one test-split
+evaluation's time and the peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from vae_latent.cli import _conf_dir, build
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(L.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end, self.images = warmup, 0.0, 0.0, 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        if i == self.warmup:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+        if i >= self.warmup:
+            self.images += len(batch[0])
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, out: Any, batch: Any, i: int
+    ) -> None:
+        if i == trainer.num_training_batches - 1:  # the clock stops before epoch-end work
+            sync(pl_module.device)
+            self.end = time.perf_counter()
+
+
+def compose(args: argparse.Namespace) -> Any:
+    """The same configuration ``vae-latent`` would build, with the benchmark's overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    overrides = [
+        f"dataset={args.dataset}",
+        f"channels={args.channels}",
+        f"data.root={args.data_root}",
+        "data.download=false",
+        f"data.batch_size={args.batch_size}",
+        f"model.latent_dim={args.latent_dim}",
+        f"trainer.accelerator={args.device}",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={args.warmup + args.steps}",
+        "trainer.limit_val_batches=0",
+        "checkpoint.monitor=null",  # no validation here: keep the last weights only
+        "trainer.enable_model_summary=false",
+        *args.override,
+    ]
+    with initialize_config_dir(config_dir=_conf_dir(), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def lightning_rate(cfg: Any, args: argparse.Namespace, out_dir: Path) -> tuple[float, float, Any]:
+    """Images/s of trainer.fit over the default callbacks and logger; test-split eval seconds."""
+    datamodule, model, trainer, _ = build(cfg, out_dir)
+    timer = StepTimer(args.warmup)
+    trainer.callbacks.append(timer)
+    trainer.fit(model, datamodule=datamodule)
+    start = time.perf_counter()
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    sync(model.device)
+    return timer.images / (timer.end - timer.start), time.perf_counter() - start, datamodule
+
+
+def plain_rate(cfg: Any, args: argparse.Namespace, datamodule: Any, device: torch.device) -> float:
+    """Images/s of a hand-written loop: same model, loss, optimizer and in-memory batches."""
+    from hydra.utils import instantiate
+
+    torch.manual_seed(cfg.seed)
+    model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
+    split = datamodule.splits["train"]
+    order = torch.randperm(len(split))
+    bs, n = args.batch_size, args.warmup + args.steps
+
+    for i in range(n):
+        if i == args.warmup:
+            sync(device)
+            start = time.perf_counter()
+        x = split.take(order[(i * bs) % len(split) :][:bs])[0].to(device, non_blocking=True)
+        recon, kl = model(x)
+        loss = (recon + kl).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return args.steps * bs / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m vae_latent.bench", description=__doc__)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--channels", default="native")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--latent-dim", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="cpu, gpu/cuda or auto")
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternate the two paths, take medians"
+    )
+    parser.add_argument("--data-root", default=os.environ.get("VAE_LATENT_DATA", "data"))
+    parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. model.kl=analytic")
+    args = parser.parse_args(argv)
+    args.device = "gpu" if args.device == "cuda" else args.device
+
+    use_cuda = args.device in ("gpu", "auto") and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    lightning, plain, evals = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(args)
+        # One untimed round of each path first: the first run in a process pays one-off costs
+        # (oneDNN primitive caches, allocator growth) that later ones do not. Then alternate.
+        _, _, datamodule = lightning_rate(cfg, args, Path(tmp, "warm"))
+        plain_rate(cfg, args, datamodule, device)
+        for r in range(args.repeats):
+            rate, eval_s, _ = lightning_rate(cfg, args, Path(tmp, f"run{r}"))
+            lightning.append(rate)
+            evals.append(eval_s)
+            plain.append(plain_rate(cfg, args, datamodule, device))
+    result = {
+        "lightning_images_per_s": round(statistics.median(lightning), 1),
+        "plain_images_per_s": round(statistics.median(plain), 1),
+        "ratio": round(statistics.median(a / b for a, b in zip(lightning, plain, strict=True)), 3),
+        "lightning_runs": [round(v, 1) for v in lightning],
+        "plain_runs": [round(v, 1) for v in plain],
+        "test_eval_seconds": round(statistics.median(evals), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "dataset": args.dataset,
+        "channels": args.channels,
+        "batch_size": args.batch_size,
+        "latent_dim": args.latent_dim,
+        "steps": args.steps,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

@@ -1,0 +1,389 @@
+"""The sweep report: summary.csv, report.md with conclusions computed from the table, figures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_KEYS = [
+    "dataset",
+    "channels",
+    "latent_dim",
+    "likelihood",
+    "binarize",
+    "kl",
+    "lr",
+    "batch_size",
+    "seed",
+]
+# name -> (label, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "test_elbo": ("test ELBO (nats)", True),
+    "test_recon": ("test reconstruction NLL (nats)", False),
+    "test_kl": ("test KL (nats)", False),
+    "iw_nll": ("IW NLL (nats)", False),
+    "bits_per_dim": ("bits/dim", False),
+    "active_units": ("active units", True),
+    "linear_probe_acc": ("linear-probe accuracy", True),
+    "knn_acc": ("5-NN accuracy", True),
+    "silhouette": ("silhouette", True),
+    "best_val_elbo": ("best val ELBO (nats)", True),
+    "epochs": ("epochs", True),
+    "images_per_second": ("train images/s", True),
+    "train_seconds": ("train seconds", False),
+}
+# The study's tiers of data complexity, simplest first.
+TIERS = ["mnist", "fashion_mnist", "cifar10-gray", "cifar10-rgb"]
+TIER_NAMES = {
+    "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10-gray": "CIFAR-10 gray",
+    "cifar10-rgb": "CIFAR-10 RGB",
+}
+INTERPRETABILITY = ["linear_probe_acc", "knn_acc", "silhouette"]
+NLL = {"iw_nll", "bits_per_dim"}
+
+
+def tier(dataset: str, channels: str) -> str:
+    """The complexity tier of a run: MNIST-family sets are gray whatever ``channels`` says."""
+    if dataset != "cifar10":
+        return dataset
+    return "cifar10-gray" if channels == "gray" else "cifar10-rgb"
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """One row: the run's config keys, every metric, its status (complete/failed/incomplete)."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    row: dict[str, Any] = {
+        "run": "",
+        "dataset": OmegaConf.select(cfg, "data.name"),
+        "channels": OmegaConf.select(cfg, "data.channels"),
+        "latent_dim": OmegaConf.select(cfg, "model.latent_dim"),
+        "likelihood": OmegaConf.select(cfg, "model.likelihood", default="bernoulli"),
+        "binarize": OmegaConf.select(cfg, "data.binarize"),
+        "kl": OmegaConf.select(cfg, "model.kl"),
+        "lr": OmegaConf.select(cfg, "model.lr"),
+        "batch_size": OmegaConf.select(cfg, "data.batch_size"),
+        "seed": OmegaConf.select(cfg, "seed", throw_on_resolution_failure=False),
+    }
+    metrics_file, error_file = run_dir / "metrics.json", run_dir / "error.txt"
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())
+        row.update({k: metrics.get(k, row.get(k)) for k in CONFIG_KEYS})
+        row.update({k: metrics.get(k) for k in METRICS})
+        row["status"] = metrics.get("status", "complete")
+        row["error"] = metrics.get("error", "")
+    else:
+        row.update(dict.fromkeys(METRICS))
+        failed = error_file.is_file()
+        row["status"] = "failed" if failed else "incomplete"
+        row["error"] = (
+            error_file.read_text().strip() if failed else "no metrics.json (stopped early?)"
+        )
+    row["tier"] = tier(row["dataset"], row["channels"])
+    # A Bernoulli likelihood is a normalized density only on binary pixels.
+    row["nll_comparable"] = row["likelihood"] == "continuous_bernoulli" or bool(row["binarize"])
+    return row
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every run under ``sweep_dir`` (a run is a folder with .hydra/config.yaml)."""
+    rows = []
+    for config in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        run_dir = config.parent.parent
+        row = read_run(run_dir)
+        row["run"] = str(run_dir.relative_to(sweep_dir)) or "."
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    columns = ["run", "tier", *CONFIG_KEYS, "status", *METRICS, "nll_comparable", "error"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1000:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def grouped(rows: list[dict[str, Any]], metric: str) -> dict[int, dict[str, float]]:
+    """latent_dim -> tier -> mean of ``metric`` over the complete runs (e.g. over seeds)."""
+    acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["status"] == "complete" and r.get(metric) is not None:
+            if metric in NLL and not r["nll_comparable"]:
+                continue
+            acc[r["latent_dim"]][r["tier"]].append(float(r[metric]))
+    return {z: {t: mean(v) for t, v in tiers.items()} for z, tiers in sorted(acc.items())}
+
+
+def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """For each metric and latent size: the tiers from best to worst."""
+    lines = []
+    for metric in ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]:
+        label, higher = METRICS[metric]
+        for z, by_tier in grouped(rows, metric).items():
+            order = sorted(by_tier, key=by_tier.get, reverse=higher)
+            text = f"{TIER_NAMES.get(order[0], order[0])} ({_fmt(by_tier[order[0]])})"
+            for prev, t in zip(order, order[1:], strict=False):
+                sign = "=" if by_tier[t] == by_tier[prev] else ">"
+                text += f" {sign} {TIER_NAMES.get(t, t)} ({_fmt(by_tier[t])})"
+            lines.append(f"- **{label}**, latent {z}: {text}")
+    return lines
+
+
+def degradation(by_tier: dict[str, float]) -> tuple[int, int]:
+    """Ordered tier pairs (simpler, harder) where the metric falls, and where it rises."""
+    present = [t for t in TIERS if t in by_tier]
+    falls = rises = 0
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            falls += by_tier[a] > by_tier[b]
+            rises += by_tier[a] < by_tier[b]
+    return falls, rises
+
+
+def conclusion(rows: list[dict[str, Any]]) -> list[str]:
+    """Whether interpretability degrades as complexity rises, judged from the table."""
+    lines, verdicts = [], []
+    for metric in INTERPRETABILITY:
+        label = METRICS[metric][0]
+        for z, by_tier in grouped(rows, metric).items():
+            if len([t for t in TIERS if t in by_tier]) < 2:
+                continue
+            falls, rises = degradation(by_tier)
+            verdicts.append(falls > rises)
+            lines.append(
+                f"- {label}, latent {z}: falls in {falls} and rises in {rises} of "
+                f"{falls + rises} ordered tier pairs."
+            )
+    if not verdicts:
+        return [
+            "The study's conclusion cannot be judged here: no latent size has complete runs "
+            "of two or more complexity tiers."
+        ]
+    if all(verdicts):
+        head = (
+            "**The study's conclusion holds**: every interpretability measure falls as "
+            "complexity rises."
+        )
+    elif any(verdicts):
+        head = (
+            f"**The study's conclusion holds in part**: {sum(verdicts)} of {len(verdicts)} "
+            "measure × latent-size comparisons fall as complexity rises."
+        )
+    else:
+        head = (
+            "**The study's conclusion does not hold** here: no interpretability measure "
+            "falls as complexity rises."
+        )
+    return [head, "", *lines]
+
+
+def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "failed", "incomplete")}
+    cols = [
+        "tier",
+        "latent_dim",
+        "seed",
+        "likelihood",
+        "status",
+        "test_elbo",
+        "iw_nll",
+        "bits_per_dim",
+        "active_units",
+        "linear_probe_acc",
+        "knn_acc",
+        "silhouette",
+    ]
+    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            TIERS.index(r["tier"]) if r["tier"] in TIERS else 9,
+            r["latent_dim"] or 0,
+            r["seed"] or 0,
+        ),
+    ):
+        cells = [_fmt(r.get(c)) for c in cols]
+        if not r["nll_comparable"] and r.get("iw_nll") is not None:
+            cells[6] += " †"
+            cells[7] += " †"
+        table.append("| " + " | ".join(cells) + " |")
+    problems = [
+        f"- `{r['run']}`: **{r['status']}** — {r['error']}"
+        for r in rows
+        if r["status"] != "complete"
+    ]
+    text = [
+        f"# Sweep report: `{sweep_dir}`",
+        "",
+        f"{len(rows)} runs: {counts['complete']} complete, {counts['failed']} failed, "
+        f"{counts['incomplete']} incomplete. Every number is from the run's `metrics.json`; "
+        "`summary.csv` has every column.",
+        "",
+        "## Conclusion",
+        "",
+        *conclusion(rows),
+        "",
+        "## Runs",
+        "",
+        *table,
+        "",
+    ]
+    if any(not r["nll_comparable"] for r in rows):
+        text += [
+            "† a Bernoulli likelihood on non-binary pixels is not a normalized density: this NLL "
+            "and bits/dim are not comparable with the other rows and are left out of the NLL "
+            "rankings. Use `model.likelihood=continuous_bernoulli` (or binarized data) to "
+            "compare them.",
+            "",
+        ]
+    if problems:
+        text += ["## Failed or incomplete runs", "", *problems, ""]
+    text += [
+        "## Rankings (best first; mean over seeds where there are several)",
+        "",
+        *ranking_lines(rows),
+        "",
+        "## Figures",
+        "",
+        "![metrics against latent size](metrics_vs_latent.png)",
+        "",
+        "![figure sheet](figure_sheet.png)",
+        "",
+    ]
+    path.write_text("\n".join(text))
+
+
+def metrics_figure(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each metric against latent size, one line per dataset × channels tier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), dpi=110)
+    for ax, metric in zip(axes.flat, shown, strict=True):
+        by_z = grouped(rows, metric)
+        for t in TIERS:
+            pts = sorted((z, v[t]) for z, v in by_z.items() if t in v)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=TIER_NAMES[t])
+        ax.set_xscale("log", base=2)
+        sizes = sorted(by_z)
+        ax.set_xticks(sizes, [str(z) for z in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("latent size")
+        ax.set_ylabel(METRICS[metric][0])
+        ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.suptitle("Latent-space metrics against latent size (one line per tier)")
+    fig.legend(
+        handles, labels, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.95)
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.91))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
+    """Each complete run's last epoch grid, manifold (or traversal) and scatter side by side."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in rows if r["status"] == "complete"]
+    runs.sort(
+        key=lambda r: (
+            TIERS.index(r["tier"]) if r["tier"] in TIERS else 9,
+            r["latent_dim"],
+            r["seed"] or 0,
+        )
+    )
+    if not runs:
+        return
+    fig, axes = plt.subplots(len(runs), 3, figsize=(18, 4.2 * len(runs)), dpi=80, squeeze=False)
+    for row_axes, r in zip(axes, runs, strict=True):
+        d = sweep_dir / r["run"]
+        grids = sorted((d / "epochs").glob("epoch_*.png"))
+        latent = d / "latent_manifold.png"
+        latent = latent if latent.is_file() else d / "latent_traversal.png"
+        for ax, file in zip(
+            row_axes, [grids[-1] if grids else None, latent, d / "latent_scatter.png"], strict=True
+        ):
+            ax.axis("off")
+            if file is not None and file.is_file():
+                ax.imshow(iio.imread(file))
+            else:
+                ax.text(0.5, 0.5, "not drawn (callbacks off?)", ha="center", va="center")
+        row_axes[0].set_title(
+            f"{TIER_NAMES.get(r['tier'], r['tier'])}, latent {r['latent_dim']}, seed {r['seed']}",
+            loc="left",
+            fontsize=14,
+        )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(sweep_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Read every run under ``sweep_dir``; write summary.csv, report.md and the figures."""
+    rows = collect(sweep_dir) if rows is None else rows
+    write_csv(rows, sweep_dir / "summary.csv")
+    write_markdown(rows, sweep_dir, sweep_dir / "report.md")
+    metrics_figure(rows, sweep_dir / "metrics_vs_latent.png")
+    figure_sheet(rows, sweep_dir, sweep_dir / "figure_sheet.png")
+    return rows
+
+
+class ReportCallback(Callback):
+    """Hydra callback: write the report at the end of every multirun."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = write_report(Path(config.hydra.sweep.dir))
+        print(f"vae-latent: report of {len(rows)} runs in {config.hydra.sweep.dir}/report.md")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``vae-latent-report DIR``: (re)build the report of a sweep directory."""
+    parser = argparse.ArgumentParser(prog="vae-latent-report", description=main.__doc__)
+    parser.add_argument("dir", type=Path, help="a multirun directory (or any folder of runs)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(
+            f"vae-latent-report: error: {args.dir} is not a directory; pass a sweep directory",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    rows = collect(args.dir)
+    if not rows:
+        print(
+            f"vae-latent-report: error: no runs (no .hydra/config.yaml) under {args.dir}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    write_report(args.dir, rows)
+    print(f"{len(rows)} runs -> {args.dir / 'summary.csv'}, {args.dir / 'report.md'}")
