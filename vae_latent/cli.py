@@ -274,6 +274,9 @@ def _train_app(cfg: DictConfig) -> None:
 
 def one_line(e: BaseException) -> str:
     """Hydra's multi-line composition errors, folded into one line."""
+    options = getattr(e, "options", None)  # MissingConfigException: an unknown group option
+    if options:
+        return f"{str(e).splitlines()[0]}; available: {', '.join(options)}"
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     lines = [
         line
