@@ -68,6 +68,24 @@ def test_cli_smoke_run_writes_the_run_directory(data_root, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / ".hydra" / "config.yaml").is_file()
 
+    assert set(metrics["versions"]) == {
+        "python",
+        "torch",
+        "torchvision",
+        "lightning",
+        "hydra",
+        "numpy",
+        "scikit-learn",
+    }
+    assert metrics["device"]
+    # A model from its checkpoint alone, from any working directory.
+    ckpt = run / "checkpoints" / "last.ckpt"
+    code = f"import vae_latent; m = vae_latent.load({str(ckpt)!r}); "
+    code += "print(tuple(m.sample(4).shape), m.training)"
+    load = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert load.stdout.strip() == "(4, 1, 28, 28) False", load.stderr[-2000:]
     # Checkpoints hold plain types only: they load with weights_only=True.
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["image_shape"] == (1, 28, 28)
@@ -185,3 +203,23 @@ def test_callbacks_none_writes_no_figures(data_root, tmp_path):
     assert (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert not list(run.rglob("*.png")) and not list(run.rglob("*.gif"))
     assert not (run / "tensorboard" / "projector_config.pbtxt").exists()
+
+
+def test_two_sweeps_started_together_get_two_directories(data_root, tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "vae_latent",
+        "-m",
+        "callbacks=none",
+        "model.latent_dim=2",
+        f"data.root={data_root}",
+        "trainer.max_epochs=1",
+        *TINY,
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert len(list((tmp_path / "outputs" / "multirun").iterdir())) == 2

@@ -225,3 +225,23 @@ def test_checkpoint_check_accepts_ours_and_names_the_file(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(DataError, match="x.ckpt cannot be loaded weights-only"):
         check_checkpoint(bad)
+
+
+def test_resume_true_in_the_same_run_dir_does_not_retrain_a_complete_run(data_root, tmp_path):
+    run = tmp_path / "run"
+    command = [f"data.root={data_root}", "trainer.max_epochs=1", *TINY, f"hydra.run.dir={run}"]
+    assert run_cli(*command).returncode == 0
+    files = [
+        run / "metrics.json",
+        run / "checkpoints" / "last.ckpt",
+        run / "epochs" / "epoch_001.png",
+    ]
+    before = [f.stat().st_mtime_ns for f in files]
+    again = run_cli(*command, "resume=true")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [f.stat().st_mtime_ns for f in files] == before
+    # With metrics.json gone the same command finishes the run again from last.ckpt.
+    (run / "metrics.json").unlink()
+    assert run_cli(*command, "resume=true").returncode == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["epochs"] == 1

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import sys
 import time
 import warnings
@@ -38,6 +39,7 @@ def _resume_path(resume: Any) -> str | None:
 OmegaConf.register_new_resolver(
     "vae_run_dir", lambda resume, default: _resume_path(resume) or default, replace=True
 )
+OmegaConf.register_new_resolver("vae_pid", lambda: str(os.getpid()), replace=True)
 OmegaConf.register_new_resolver(
     "vae_output_subdir", lambda resume: None if _resume_path(resume) else ".hydra", replace=True
 )
@@ -56,6 +58,35 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.model.lr
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr < float("inf"):
         raise ConfigError(f"model.lr={lr!r} must be a positive number, e.g. model.lr=1e-4")
+
+
+def device_name(device: Any) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    """What produced a number: Python and the libraries that shape the results."""
+    from importlib.metadata import version
+
+    dists = {
+        "torch": "torch",
+        "torchvision": "torchvision",
+        "lightning": "lightning",
+        "hydra": "hydra-core",
+        "numpy": "numpy",
+        "scikit-learn": "scikit-learn",
+    }
+    return {"python": platform.python_version(), **{k: version(d) for k, d in dists.items()}}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -185,6 +216,8 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
         "fit_seconds": fit_seconds,
         "accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
         "torch_threads": torch.get_num_threads(),
+        "device": device_name(model.device),
+        "versions": versions(),
     }
     if trainer.logger:
         log_final(trainer.logger, metrics, latent, trainer.global_step)
