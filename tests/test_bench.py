@@ -24,7 +24,14 @@ def test_bench_prints_both_rates_and_their_ratio(data_root, capsys):
     )
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed.startswith("{") and '"ratio"' in printed
-    for key in ("lightning_images_per_s", "plain_images_per_s", "test_eval_seconds", "peak_rss_mb"):
+    for key in (
+        "lightning_images_per_s",
+        "plain_images_per_s",
+        "test_eval_seconds",
+        "peak_rss_mb",
+        "lightning_median_step_images_per_s",
+        "plain_median_step_images_per_s",
+    ):
         assert result[key] > 0
     want = result["lightning_images_per_s"] / result["plain_images_per_s"]
     assert abs(result["ratio"] - want) <= 0.01 * want  # one repeat: the ratio of the two rates

@@ -113,6 +113,7 @@ def test_tensorboard_has_images_projector_and_hparams(run):
     assert len(events.Images("epoch_grid")) == 2
     metrics = json.loads((run / "metrics.json").read_text())
     assert events.Scalars("hp/test_elbo")[0].value == pytest.approx(metrics["test_elbo"], rel=1e-5)
+    assert "dataset: mnist" in (run / "tensorboard" / "hparams.yaml").read_text()
     config = (run / "tensorboard" / "projector_config.pbtxt").read_text()
     assert "test_latent_means" in config and "sprite" in config and "metadata_path" in config
     metadata = next((run / "tensorboard").glob("*/test_latent_means/metadata.tsv")).read_text()

@@ -84,6 +84,7 @@ def test_summary_has_one_row_per_run_with_status(sweep):
         "seed",
     } <= set(rows[0])
     assert [r["nll_comparable"] for r in rows[:3]] == ["True", "True", "False"]
+    assert "kl_per_dim" in rows[0]
     for name in ("report.md", "metrics_vs_latent.png", "figure_sheet.png"):
         assert (sweep / name).is_file()
 

@@ -55,8 +55,11 @@ class RunClock(L.Callback):
             self.seconds += time.perf_counter() - self._start
             self._start = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._resume(trainer)
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._start is None:  # first batch of an epoch, or after a validation inside one
+            self._resume(trainer)
 
     def on_train_batch_end(
         self,
@@ -70,10 +73,6 @@ class RunClock(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.training:  # validation inside an epoch: training goes on after it
-            self._resume(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause(trainer)

@@ -117,6 +117,7 @@ def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]
     logger = False
     if cfg.get("logger") and "_target_" in cfg.logger:
         logger = instantiate(cfg.logger, save_dir=str(out_dir))
+        logger.log_hyperparams(run_hparams(cfg))  # hparams.yaml now; the metric comes at the end
     core = {
         "checkpoint": instantiate(cfg.checkpoint, dirpath=str(out_dir / "checkpoints")),
         "clock": RunClock(),
@@ -220,7 +221,7 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
         "versions": versions(),
     }
     if trainer.logger:
-        log_final(trainer.logger, metrics, latent, trainer.global_step)
+        log_final(trainer.logger, cfg, metrics, latent, trainer.global_step)
     write_json(out_dir / "metrics.json", metrics)
     log.info(
         "test ELBO %.2f nats (recon %.2f, KL %.2f); %.0f images/s; run dir %s",
@@ -233,13 +234,28 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
     return metrics
 
 
-def log_final(logger: Any, metrics: dict[str, Any], latent: dict[str, Any], step: int) -> None:
-    """Latent metrics as scalars, and hparams once with the final metric (HPARAMS tab)."""
-    keys = ("dataset", "channels", "latent_dim", "lr", "batch_size", "kl", "likelihood", "seed")
-    logger.log_metrics(
-        {f"test/{k}": v for k, v in latent.items() if isinstance(v, (int, float))}, step
-    )
-    logger.log_hyperparams({k: metrics[k] for k in keys}, {"hp/test_elbo": metrics["test_elbo"]})
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """What the HPARAMS tab compares runs by."""
+    data, model = cfg.data, cfg.model
+    return {
+        "dataset": data.name,
+        "channels": data.channels,
+        "latent_dim": model.latent_dim,
+        "lr": model.lr,
+        "batch_size": data.batch_size,
+        "kl": model.kl,
+        "likelihood": model.likelihood,
+        "seed": cfg.seed,
+    }
+
+
+def log_final(
+    logger: Any, cfg: DictConfig, metrics: dict[str, Any], latent: dict[str, Any], step: int
+) -> None:
+    """Latent metrics as scalars; hparams with the final metric (the HPARAMS tab needs both)."""
+    scalars = {f"test/{k}": v for k, v in latent.items() if isinstance(v, (int, float))}
+    logger.log_metrics(scalars, step)
+    logger.log_hyperparams(run_hparams(cfg), {"hp/test_elbo": metrics["test_elbo"]})
     logger.finalize("success")
 
 

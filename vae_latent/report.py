@@ -80,6 +80,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         metrics = json.loads(metrics_file.read_text())
         row.update({k: metrics.get(k, row.get(k)) for k in CONFIG_KEYS})
         row.update({k: metrics.get(k) for k in METRICS})
+        row["kl_per_dim"] = json.dumps(metrics.get("kl_per_dim"))
         row["status"] = metrics.get("status", "complete")
         row["error"] = metrics.get("error", "")
     else:
@@ -107,7 +108,16 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = ["run", "tier", *CONFIG_KEYS, "status", *METRICS, "nll_comparable", "error"]
+    columns = [
+        "run",
+        "tier",
+        *CONFIG_KEYS,
+        "status",
+        *METRICS,
+        "kl_per_dim",
+        "nll_comparable",
+        "error",
+    ]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
