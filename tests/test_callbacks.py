@@ -6,37 +6,32 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from vae_latent import figures
 from vae_latent.callbacks import EpochGrid, LatentTraversal
-from vae_latent.cli import train
+from vae_latent.cli import compose_config, train
 from vae_latent.model import ConvVAE
-
-from .conftest import REPO
 
 N_IMAGES = 4  # a 2x2 grid per panel
 FIGURES = ["latent_manifold.png", "latent_traversal.png", "latent_scatter.png", "interpolation.png"]
 
 
 def _train(out, data_root, *overrides):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "dataset=mnist",
-                f"data.root={data_root}",
-                "data.val_size=40",
-                "data.batch_size=16",
-                "trainer.limit_train_batches=3",
-                "trainer.accelerator=cpu",
-                "trainer.max_epochs=2",
-                "trainer.enable_progress_bar=false",
-                f"callbacks.epoch_grid.n_images={N_IMAGES}",
-                "metrics.iw_samples=16",
-                *overrides,
-            ],
-        )
+    cfg = compose_config(
+        [
+            "dataset=mnist",
+            f"data.root={data_root}",
+            "data.val_size=40",
+            "data.batch_size=16",
+            "trainer.limit_train_batches=3",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            f"callbacks.epoch_grid.n_images={N_IMAGES}",
+            "metrics.iw_samples=16",
+            *overrides,
+        ]
+    )
     return train(cfg, out)
 
 

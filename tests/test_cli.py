@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from .conftest import REPO
 
@@ -168,20 +167,18 @@ def test_multirun_composes_every_combination_and_fails_only_bad_ones(data_root, 
     ("channels", "shape", "params"), [("rgb", [3, 32, 32], 75_911), ("gray", [1, 32, 32], None)]
 )
 def test_cifar10_trains_from_cifar_format_files(data_root, tmp_path, channels, shape, params):
-    from vae_latent.cli import train
+    from vae_latent.cli import compose_config, train
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "dataset=cifar10",
-                f"channels={channels}",
-                f"data.root={data_root}",
-                "trainer.max_epochs=1",
-                "trainer.enable_progress_bar=false",
-                *TINY,
-            ],
-        )
+    cfg = compose_config(
+        [
+            "dataset=cifar10",
+            f"channels={channels}",
+            f"data.root={data_root}",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            *TINY,
+        ]
+    )
     metrics = train(cfg, tmp_path)
     assert metrics["image_shape"] == shape and metrics["binarize"] is False
     if params:

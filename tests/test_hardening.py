@@ -194,11 +194,11 @@ def test_bad_input_is_one_line_exit_2_and_keeps_files(case, data_root, tmp_path)
 
 def _saved_config(tmp_path, root):
     """A run's .hydra/config.yaml, as Hydra writes it (from a real composition)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.root={root}", "data.val_size=40"])
+    from vae_latent.cli import compose_config
+
+    cfg = compose_config([f"data.root={root}", "data.val_size=40"])
     path = tmp_path / "config.yaml"
     OmegaConf.save(cfg, path)
     return path

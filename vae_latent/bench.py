@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from vae_latent.cli import _conf_dir, build, device_name
+from vae_latent.cli import build, compose_config, device_name
 
 
 def sync(device: torch.device) -> None:
@@ -61,9 +61,6 @@ def rates(stamps: list[float], images: int, batch_size: int) -> tuple[float, flo
 
 def compose(args: argparse.Namespace) -> Any:
     """The same configuration ``vae-latent`` would build, with the benchmark's overrides."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     overrides = [
         f"dataset={args.dataset}",
         f"channels={args.channels}",
@@ -79,8 +76,7 @@ def compose(args: argparse.Namespace) -> Any:
         "trainer.enable_model_summary=false",
         *args.override,
     ]
-    with initialize_config_dir(config_dir=_conf_dir(), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config(overrides)
 
 
 def lightning_rate(

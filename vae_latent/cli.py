@@ -30,6 +30,14 @@ def _conf_dir() -> str:
     return str(packaged if packaged.is_dir() else here.parent / "conf")
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config ``vae-latent`` would compose from these overrides, outside a Hydra run."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=_conf_dir(), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
 def _resume_path(resume: Any) -> str | None:
     """``resume=<run dir>`` (a path) as opposed to ``resume=true/false/null``."""
     return None if resume is None or isinstance(resume, bool) else str(resume)
