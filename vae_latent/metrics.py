@@ -14,7 +14,7 @@ from vae_latent.model import ConvVAE, log_likelihood, log_prior_ratio
 
 @torch.inference_mode()
 def iw_log_px(
-    model: ConvVAE, x: Tensor, k: int, generator: torch.Generator | None = None, chunk: int = 1_000
+    model: ConvVAE, x: Tensor, k: int, generator: torch.Generator | None = None, chunk: int = 250
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per image with k posterior samples (Burda 2015).
 
