@@ -101,7 +101,8 @@ class NonFiniteGuard(L.Callback):
             return
         from vae_latent.errors import NonFiniteLoss
 
-        recon, kl = (float(t) for t in pl_module.last_terms)
+        sums, n = pl_module.last_step
+        recon, kl = (float(t) / n for t in sums)
         last = Path(trainer.default_root_dir, "checkpoints", "last.ckpt")
         if not last.is_file() and all(torch.isfinite(p).all() for p in pl_module.parameters()):
             trainer.save_checkpoint(last)

@@ -175,9 +175,9 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
         if previous.get("status") == "complete":
             log.info("%s is complete (metrics.json): nothing to train", out_dir)
             return previous
-    if resume and last.is_file():
-        check_checkpoint(last)
     resume_from = str(last) if resume and last.is_file() else None
+    if resume_from:
+        check_checkpoint(last)
 
     datamodule, model, trainer, core = build(cfg, out_dir)
     checkpoint, clock = core["checkpoint"], core["clock"]

@@ -71,16 +71,21 @@ def _tile_centres(count: int, size: int) -> np.ndarray:
     return PAD + np.arange(count) * (size + PAD) + size / 2
 
 
+def manifold_quantiles(n: int) -> Tensor:
+    """The study's axis values: standard-normal quantiles at 5%..95% (norm.ppf)."""
+    return torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+
+
 def manifold_z(n: int) -> Tensor:
-    """The study's grid: z1, z2 over standard-normal quantiles at 5%..95% (norm.ppf)."""
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    """The study's grid of (z1, z2) over ``manifold_quantiles``, top row = largest z2."""
+    q = manifold_quantiles(n)
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")  # top row = largest z2
     return torch.stack([z1.flatten(), z2.flatten()], dim=1)
 
 
 def manifold_figure(images: Tensor, n: int, title: str) -> Figure:
     """Decoded images of ``manifold_z(n)`` as one picture with z1/z2 ticks."""
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n)).tolist()
+    q = manifold_quantiles(n).tolist()
     size = images.shape[-1]
     fig, ax = plt.subplots(figsize=(8, 8.4), dpi=120)
     _image_axes(ax, grid(images, nrow=n))

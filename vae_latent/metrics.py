@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Normal, kl_divergence
 
-from vae_latent.model import ConvVAE, log_likelihood, log_prior_ratio
+from vae_latent.model import ConvVAE, kl_to_prior, log_likelihood, log_prior_ratio
 
 
 @torch.inference_mode()
@@ -69,8 +68,7 @@ def active_units(means: Tensor, threshold: float = 0.01) -> int:
 
 def kl_per_dim(means: Tensor, logvars: Tensor) -> Tensor:
     """Average closed-form KL(q(z_d|x) || N(0, 1)) over a split, per latent dimension."""
-    q = Normal(means, torch.exp(0.5 * logvars), validate_args=False)
-    return kl_divergence(q, Normal(0.0, 1.0)).mean(0)
+    return kl_to_prior(means, logvars).mean(0)
 
 
 def probes(

@@ -59,11 +59,20 @@ def log_likelihood(x: Tensor, logits: Tensor, likelihood: str = "bernoulli") -> 
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
+def posterior(mean: Tensor, logvar: Tensor) -> Normal:
+    """q(z|x) as a diagonal Normal."""
+    return Normal(mean, torch.exp(0.5 * logvar), validate_args=False)
+
+
+def kl_to_prior(mean: Tensor, logvar: Tensor) -> Tensor:
+    """Closed-form KL(q(z|x) || N(0, I)) per latent dimension (same shape as ``mean``)."""
+    return kl_divergence(posterior(mean, logvar), Normal(0.0, 1.0))
+
+
 def log_prior_ratio(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     """log q(z|x) - log p(z) per image at the sampled z: the study's single-sample KL."""
-    q = Normal(mean, torch.exp(0.5 * logvar), validate_args=False)
     p = Normal(torch.zeros_like(mean), torch.ones_like(mean), validate_args=False)
-    return (q.log_prob(z) - p.log_prob(z)).sum(-1)
+    return (posterior(mean, logvar).log_prob(z) - p.log_prob(z)).sum(-1)
 
 
 def elbo_terms(
@@ -82,8 +91,7 @@ def elbo_terms(
     """
     recon = -log_likelihood(x, logits, likelihood)
     if kl == "analytic":
-        q = Normal(mean, torch.exp(0.5 * logvar), validate_args=False)
-        return recon, kl_divergence(q, Normal(0.0, 1.0)).sum(1)
+        return recon, kl_to_prior(mean, logvar).sum(1)
     return recon, log_prior_ratio(z, mean, logvar)
 
 
@@ -175,7 +183,7 @@ class ConvVAE(L.LightningModule):
         recon, kl = self(x)
         loss = (recon + kl).mean()
         sums = torch.stack([recon.detach().sum(), kl.detach().sum()])
-        self.last_terms = sums / x.shape[0]  # read only when the loss is not finite
+        self.last_step = (sums, x.shape[0])  # read only when the loss is not finite
         if split in self._sums:
             self._sums[split] += sums
             self._counts[split] += x.shape[0]
