@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument(
-        "--repeats", type=int, default=3, help="alternate the two paths, take medians"
+        "--repeats", type=int, default=4, help="alternate the two paths, take medians"
     )
     parser.add_argument("--data-root", default=os.environ.get("VAE_LATENT_DATA", "data"))
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. model.kl=analytic")
@@ -151,14 +151,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(args)
         # One untimed round of each path first: the first run in a process pays one-off costs
-        # (oneDNN primitive caches, allocator growth) that later ones do not. Then alternate.
+        # (oneDNN primitive caches, allocator growth) that later ones do not. Then alternate,
+        # swapping which path goes first in every other pair so that a drift of the machine's
+        # speed (common on shared VMs) does not favour either.
         _, _, datamodule = lightning_rate(cfg, args, Path(tmp, "warm"))
         plain_rate(cfg, args, datamodule, device)
         for r in range(args.repeats):
+            if r % 2:
+                plain.append(plain_rate(cfg, args, datamodule, device))
             rate, eval_s, _ = lightning_rate(cfg, args, Path(tmp, f"run{r}"))
             lightning.append(rate)
             evals.append(eval_s)
-            plain.append(plain_rate(cfg, args, datamodule, device))
+            if not r % 2:
+                plain.append(plain_rate(cfg, args, datamodule, device))
     result = {
         # Throughput over the whole timed span, median over the repeats.
         "lightning_images_per_s": round(statistics.median(t for t, _ in lightning), 1),

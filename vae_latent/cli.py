@@ -104,6 +104,26 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     save_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def keep_freed_heap() -> None:
+    """Stop glibc from handing freed heap back to the OS after every step (Linux only).
+
+    With glibc's defaults the MB-sized activations of each batch-32 step are unmapped or
+    trimmed when freed and page-faulted back in on the next: ~3,800 minor faults per step, a
+    third of a first CPU run's time here. Fixed thresholds keep up to 64 MiB of freed heap.
+    """
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc (and musl) export it; absent elsewhere
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's ceiling for this threshold
+    mallopt(m_trim_threshold, 64 << 20)
+
+
 def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Datamodule (read, so bad data fails now), model, trainer, and the callbacks we read back."""
     import lightning as L
@@ -117,6 +137,7 @@ def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # Lightning vs new torch
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    keep_freed_heap()
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # read (or download) now: bad data fails before training starts
