@@ -10,6 +10,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,7 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
         write_failed(out_dir, cfg, trainer, e)
         raise
     hp = model.hparams
+    images = clock.images * trainer.world_size
     metrics = {
         "status": "complete",
         "dataset": datamodule.name,
@@ -241,14 +243,17 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
         "test_checkpoint": os.path.relpath(ckpt, out_dir) if ckpt else None,
         **latent,
         "train_seconds": clock.seconds,
-        "train_images": clock.images,
-        "images_per_second": clock.images / clock.seconds if clock.seconds else None,
+        "train_images": images,  # over all processes (DDP ranks see equal shards)
+        "images_per_second": images / clock.seconds if clock.seconds else None,
+        "world_size": trainer.world_size,
         "fit_seconds": fit_seconds,
         "accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
         "torch_threads": torch.get_num_threads(),
         "device": device_name(model.device),
         "versions": versions(),
     }
+    if not trainer.is_global_zero:
+        return metrics  # DDP: rank 0 writes
     if trainer.logger:
         log_final(trainer.logger, cfg, metrics, latent, trainer.global_step)
     write_json(out_dir / "metrics.json", metrics)
@@ -301,6 +306,8 @@ def write_failed(out_dir: Path, cfg: DictConfig, trainer: Any, e: BaseException)
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
     }
+    if not trainer.is_global_zero:
+        return
     with contextlib.suppress(OSError):  # e.g. the disk is full: the error line still shows
         write_json(out_dir / "metrics.json", failed)
 
@@ -326,7 +333,8 @@ def resumed_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
 
 
 @hydra.main(config_path=_conf_dir(), config_name="train", version_base="1.3")
-def _train_app(cfg: DictConfig) -> None:
+def _train_app(cfg: DictConfig) -> float:
+    """One run; returns its best validation ELBO (NaN if none), the objective of sweepers."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     try:
@@ -334,7 +342,9 @@ def _train_app(cfg: DictConfig) -> None:
         if path:
             out_dir = Path(path).expanduser().resolve()
             cfg = resumed_config(cfg, out_dir)
-        train(cfg, out_dir, resume=bool(path) or cfg.get("resume") is True)
+        metrics = train(cfg, out_dir, resume=bool(path) or cfg.get("resume") is True)
+        best = metrics.get("best_val_elbo")
+        return float("nan") if best is None else best
     except Exception as e:
         cause = user_error(e)
         message = f"vae-latent: error: {cause or f'{type(e).__name__}: {e}'}"
@@ -347,7 +357,8 @@ def _train_app(cfg: DictConfig) -> None:
         log.error(message, exc_info=cause is None)
         with contextlib.suppress(OSError):
             (out_dir / "error.txt").write_text(message + "\n")
-        _failed.append(str(out_dir))
+        _failed.append(str(out_dir.resolve()))
+        return float("nan")  # Optuna records the trial as failed and goes on
 
 
 def one_line(e: BaseException) -> str:
@@ -364,8 +375,8 @@ def one_line(e: BaseException) -> str:
     return "; ".join(lines)[:400]
 
 
-def train_main() -> None:
-    """Console entry point ``vae-latent``; exits non-zero if any job of a multirun failed."""
+def run_app(app: Callable[[], Any], prog: str) -> None:
+    """Run a Hydra app; composition errors and unwritable run dirs print one line, exit 2."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -375,16 +386,24 @@ def train_main() -> None:
     # progress bar and our one-line errors.
     logging.captureWarnings(True)
     try:
-        _train_app()
+        app()
     except (HydraException, OmegaConfBaseException) as e:
-        print(f"vae-latent: error: {one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # Hydra could not create or write the run directory
         cause = user_error(e)
         if cause is None:
             raise
-        print(f"vae-latent: error: {cause}", file=sys.stderr)
+        print(f"{prog}: error: {cause}", file=sys.stderr)
         sys.exit(cause.exit_code)
-    if _failed:
-        print(f"vae-latent: {len(_failed)} job(s) failed: {', '.join(_failed)}", file=sys.stderr)
+
+
+def train_main() -> None:
+    """Console entry point ``vae-latent``; exits non-zero if any job of a multirun failed."""
+    run_app(_train_app, "vae-latent")
+    from vae_latent.report import not_complete
+
+    failed = sorted(set(_failed) | set(not_complete))
+    if failed:
+        print(f"vae-latent: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

@@ -109,6 +109,9 @@ class VAEDataModule(L.LightningDataModule):
                 f"channels=rgb needs a colour dataset but {name} has 1 channel; "
                 "use channels=native or channels=gray"
             )
+        # Travels in checkpoints (datamodule_hyper_parameters): vae-latent-eval reads the same
+        # data from a checkpoint alone. Paths stay out: they belong to the machine, not the run.
+        self.save_hyperparameters(ignore=["root", "download"], logger=False)
         self.name, self.channels = name, channels
         self.root = Path(root).expanduser().resolve()
         self.download, self.binarize = download, binarize

@@ -208,6 +208,38 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
     return [head, "", *lines]
 
 
+def best_trial_lines(rows: list[dict[str, Any]], sweep_dir: Path) -> list[str]:
+    """Optuna's best trial (its optimization_results.yaml) and the run directory that scored it."""
+    path = sweep_dir / "optimization_results.yaml"
+    if not path.is_file():
+        return []
+    result = OmegaConf.to_container(OmegaConf.load(path))
+    if "best_params" not in result:  # a multi-objective study has a Pareto front instead
+        return []
+    value = float(result["best_value"])
+    run = next(
+        (
+            r["run"]
+            for r in rows
+            if r.get("best_val_elbo") is not None
+            and abs(r["best_val_elbo"] - value) <= 1e-6 * max(1.0, abs(value))
+        ),
+        None,
+    )
+    params = ", ".join(
+        f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`"
+        for k, v in result["best_params"].items()
+    )
+    where = f" (run `{run}`)" if run else ""
+    return [
+        "## Best trial (Optuna)",
+        "",
+        f"Best validation ELBO {value:.2f} nats with {params}{where}; "
+        "`optimization_results.yaml` has Optuna's own record.",
+        "",
+    ]
+
+
 def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "failed", "incomplete")}
     cols = [
@@ -224,6 +256,8 @@ def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> N
         "knn_acc",
         "silhouette",
     ]
+    if len({r["lr"] for r in rows}) > 1:  # e.g. an Optuna search: the learning rate varies
+        cols.insert(2, "lr")
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(
         rows,
@@ -233,10 +267,10 @@ def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> N
             r["seed"] or 0,
         ),
     ):
-        cells = [_fmt(r.get(c)) for c in cols]
+        cells = [f"{r['lr']:.3g}" if c == "lr" else _fmt(r.get(c)) for c in cols]
         if not r["nll_comparable"] and r.get("iw_nll") is not None:
-            cells[6] += " †"
-            cells[7] += " †"
+            cells[cols.index("iw_nll")] += " †"
+            cells[cols.index("bits_per_dim")] += " †"
         table.append("| " + " | ".join(cells) + " |")
     problems = [
         f"- `{r['run']}`: **{r['status']}** — {r['error']}"
@@ -267,6 +301,7 @@ def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> N
             "compare them.",
             "",
         ]
+    text += best_trial_lines(rows, sweep_dir)
     if problems:
         text += ["## Failed or incomplete runs", "", *problems, ""]
     text += [
@@ -369,12 +404,20 @@ def write_report(sweep_dir: Path, rows: list[dict[str, Any]] | None = None) -> l
     return rows
 
 
+# Runs of the last multirun in this process that did not complete. The CLI's exit code reads
+# it: with a launcher such as joblib the jobs fail in other processes.
+not_complete: list[str] = []
+
+
 class ReportCallback(Callback):
     """Hydra callback: write the report at the end of every multirun."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        rows = write_report(Path(config.hydra.sweep.dir))
-        print(f"vae-latent: report of {len(rows)} runs in {config.hydra.sweep.dir}/report.md")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_report(sweep_dir)
+        bad = [r["run"] for r in rows if r["status"] != "complete"]
+        not_complete[:] = [str((sweep_dir / run).resolve()) for run in bad]
+        print(f"vae-latent: report of {len(rows)} runs in {sweep_dir}/report.md")
 
 
 def main(argv: list[str] | None = None) -> None:
