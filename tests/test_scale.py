@@ -95,7 +95,7 @@ def test_ddp_on_two_cpu_processes_writes_one_set_of_outputs(data_root, tmp_path)
 
 def _sweep_rows(sweep: Path) -> list[dict[str, str]]:
     with open(sweep / "summary.csv") as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if r["kind"] == "run"]
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes_and_reports_them(data_root, tmp_path):

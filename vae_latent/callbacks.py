@@ -123,7 +123,9 @@ class NonFiniteGuard(L.Callback):
 def run_label(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     """'MNIST · native · z=2': which run a picture belongs to."""
     dm = trainer.datamodule
-    return f"{dm.info.display} · {dm.channels} · z={pl_module.hparams.latent_dim}"
+    label = f"{dm.info.display} · {dm.channels} · z={pl_module.hparams.latent_dim}"
+    trained_on = getattr(dm, "model_trained_on", None)  # set by vae-latent-eval on other data
+    return f"{trained_on} model on {label}" if trained_on else label
 
 
 def tensorboard(trainer: L.Trainer) -> Any:

@@ -44,14 +44,34 @@ def _resume_path(resume: Any) -> str | None:
     return None if resume is None or isinstance(resume, bool) else str(resume)
 
 
-# resume=<run dir> trains in that directory and keeps its .hydra/ (the run's own config).
+def is_complete(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds the metrics.json of a run that completed."""
+    try:
+        return json.loads(Path(run_dir, "metrics.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _untouched(resume: Any, run_dir: str) -> bool:
+    """resume=true on a complete run: Hydra must not rewrite its .hydra/ or its log."""
+    return resume is True and bool(run_dir) and is_complete(run_dir)
+
+
+def _output_subdir(resume: Any, run_dir: str) -> str | None:
+    # resume=<run dir> trains in that directory and keeps its .hydra/ (the run's own config).
+    return None if _resume_path(resume) or _untouched(resume, run_dir) else ".hydra"
+
+
+def _log_file(resume: Any, run_dir: str, name: str) -> str:
+    return os.devnull if _untouched(resume, run_dir) else str(Path(run_dir, f"{name}.log"))
+
+
 OmegaConf.register_new_resolver(
     "vae_run_dir", lambda resume, default: _resume_path(resume) or default, replace=True
 )
 OmegaConf.register_new_resolver("vae_pid", lambda: str(os.getpid()), replace=True)
-OmegaConf.register_new_resolver(
-    "vae_output_subdir", lambda resume: None if _resume_path(resume) else ".hydra", replace=True
-)
+OmegaConf.register_new_resolver("vae_output_subdir", _output_subdir, replace=True)
+OmegaConf.register_new_resolver("vae_log_file", _log_file, replace=True)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -192,11 +212,9 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
 
     done = out_dir / "metrics.json"
     last = out_dir / "checkpoints" / "last.ckpt"
-    if resume and done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("status") == "complete":
-            log.info("%s is complete (metrics.json): nothing to train", out_dir)
-            return previous
+    if resume and is_complete(out_dir):
+        log.info("%s is complete (metrics.json): nothing to train", out_dir)
+        return json.loads(done.read_text())
     resume_from = str(last) if resume and last.is_file() else None
     if resume_from:
         check_checkpoint(last)
@@ -257,6 +275,7 @@ def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any
     if trainer.logger:
         log_final(trainer.logger, cfg, metrics, latent, trainer.global_step)
     write_json(out_dir / "metrics.json", metrics)
+    (out_dir / "error.txt").unlink(missing_ok=True)  # an earlier failed attempt's
     log.info(
         "test ELBO %.2f nats (recon %.2f, KL %.2f); %.0f images/s; run dir %s",
         metrics["test_elbo"],

@@ -57,7 +57,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     import vae_latent
     from vae_latent.callbacks import EpochGrid, LatentFigure, TensorBoardProjector, save_atomic
     from vae_latent.cli import keep_freed_heap
-    from vae_latent.data import VAEDataModule
+    from vae_latent.data import DATASETS, VAEDataModule
     from vae_latent.figures import grid, panels
     from vae_latent.metrics import latent_metrics
 
@@ -82,6 +82,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"dataset={settings['name']} channels={settings['channels']} gives "
             f"{shape_text(datamodule.image_shape)}; pick data of the same shape"
         )
+    same = (datamodule.name, datamodule.channels) == (trained.get("name"), trained.get("channels"))
+    if not same and trained.get("name") in DATASETS:  # the figures' titles say whose model
+        trained_channels = "" if trained.get("channels") == "native" else f" {trained['channels']}"
+        datamodule.model_trained_on = DATASETS[trained["name"]].display + trained_channels
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_heap()
     datamodule.prepare_data()
@@ -129,8 +133,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "binarize": datamodule.binarize,
         "image_shape": list(datamodule.image_shape),
         "trained_on": {k: trained.get(k) for k in ("name", "channels", "binarize")},
-        "same_data_as_training": (datamodule.name, datamodule.channels)
-        == (trained.get("name"), trained.get("channels")),
+        "same_data_as_training": same,
         "latent_dim": model.hparams.latent_dim,
         "likelihood": model.hparams.likelihood,
         "kl": model.hparams.kl,
@@ -169,11 +172,24 @@ def _eval_app(cfg: DictConfig) -> None:
         if hc.mode == RunMode.MULTIRUN:  # one dataset of a sweep failed: say so, go on
             log.error(message)
             (out_dir / "error.txt").write_text(message + "\n")
+            _failed.append(str(out_dir))
             return
         print(message, file=sys.stderr)
         sys.exit(cause.exit_code)
 
 
+_failed: list[str] = []  # jobs of this process's multirun that failed
+
+
 def main() -> None:
-    """Console entry point ``vae-latent-eval``."""
+    """Console entry point ``vae-latent-eval``; exits 1 if any job of a multirun failed."""
     run_app(_eval_app, "vae-latent-eval")
+    if _failed:
+        print(
+            f"vae-latent-eval: {len(_failed)} job(s) failed: {', '.join(_failed)}", file=sys.stderr
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

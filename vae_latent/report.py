@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -25,6 +27,10 @@ CONFIG_KEYS = [
     "batch_size",
     "seed",
 ]
+# Shown for each configuration of the seed table (its runs agree on every other setting too).
+GROUP_KEYS = ["tier", *(k for k in CONFIG_KEYS if k != "seed")]
+# Settings that do not change what a run computes: left out when runs are matched up as seeds.
+NOT_THE_EXPERIMENT = ["seed", "resume", "data.root", "data.download"]
 # name -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
     "test_elbo": ("test ELBO (nats)", True),
@@ -65,6 +71,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     row: dict[str, Any] = {
         "run": "",
+        "config": config_id(cfg),
         "dataset": OmegaConf.select(cfg, "data.name"),
         "channels": OmegaConf.select(cfg, "data.channels"),
         "latent_dim": OmegaConf.select(cfg, "model.latent_dim"),
@@ -96,6 +103,22 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return row
 
 
+def config_id(cfg: DictConfig) -> str:
+    """A short hash of the run's composed config without its seed: equal for repeats of a run.
+
+    The config is Hydra's saved one, interpolations unresolved, so settings derived from the
+    seed (``data.seed: ${seed}``) stay equal too.
+    """
+    cfg = cfg.copy()
+    for key in NOT_THE_EXPERIMENT:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig) and leaf in node:
+            del node[leaf]
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=False), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every run under ``sweep_dir`` (a run is a folder with .hydra/config.yaml)."""
     rows = []
@@ -107,21 +130,75 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample standard deviation (None for a single run) and count of one metric."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        return cls(mean(values), stdev(values) if len(values) > 1 else None, len(values))
+
+    def text(self) -> str:
+        return _fmt(self.mean) if self.std is None else f"{_fmt(self.mean)} ± {_fmt(self.std)}"
+
+
+def within_one_std(a: Stat, b: Stat) -> bool:
+    """Whether two means differ by less than the larger of their two seeds' std."""
+    stds = [s.std for s in (a, b) if s.std is not None]
+    return bool(stds) and abs(a.mean - b.mean) < max(stds)
+
+
+def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration (same config but the seed): mean, ``<metric>_std``, ``n``."""
+    by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["status"] == "complete":
+            by_config[r["config"]].append(r)
+    groups = []
+    for config, runs in by_config.items():
+        group = {
+            "kind": "seed_mean",
+            "config": config,
+            **{k: runs[0][k] for k in GROUP_KEYS},
+            "seed": " ".join(str(r["seed"]) for r in runs),
+            "status": "complete",
+            "n": len(runs),
+            "nll_comparable": runs[0]["nll_comparable"],
+        }
+        for metric in METRICS:
+            values = [float(r[metric]) for r in runs if r.get(metric) is not None]
+            stat = Stat.of(values) if values else None
+            group[metric] = stat.mean if stat else None
+            group[f"{metric}_std"] = stat.std if stat else None
+        groups.append(group)
+    return sorted(groups, key=_order)
+
+
+def _order(r: dict[str, Any]) -> tuple:
+    """Simplest tier first, then latent size, then seed."""
+    seed = r.get("seed")
+    return (
+        TIERS.index(r["tier"]) if r["tier"] in TIERS else 9,
+        r["latent_dim"] or 0,
+        r.get("lr") or 0,
+        seed if isinstance(seed, int) else 0,
+    )
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = [
-        "run",
-        "tier",
-        *CONFIG_KEYS,
-        "status",
-        *METRICS,
-        "kl_per_dim",
-        "nll_comparable",
-        "error",
-    ]
+    """Every run (kind=run), then every configuration's mean over seeds (kind=seed_mean)."""
+    columns = ["kind", "run", "config", "tier", *CONFIG_KEYS, "status", "n"]
+    columns += [c for m in METRICS for c in (m, f"{m}_std")]
+    columns += ["kl_per_dim", "nll_comparable", "error"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({"kind": "run", **r} for r in rows)
+        writer.writerows(seed_groups(rows))
 
 
 def _fmt(value: Any) -> str:
@@ -134,56 +211,67 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def grouped(rows: list[dict[str, Any]], metric: str) -> dict[int, dict[str, float]]:
-    """latent_dim -> tier -> mean of ``metric`` over the complete runs (e.g. over seeds)."""
+def grouped(rows: list[dict[str, Any]], metric: str) -> dict[int, dict[str, Stat]]:
+    """latent_dim -> tier -> ``metric`` over the complete runs (mean ± std over seeds)."""
     acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["status"] == "complete" and r.get(metric) is not None:
             if metric in NLL and not r["nll_comparable"]:
                 continue
             acc[r["latent_dim"]][r["tier"]].append(float(r[metric]))
-    return {z: {t: mean(v) for t, v in tiers.items()} for z, tiers in sorted(acc.items())}
+    return {z: {t: Stat.of(v) for t, v in tiers.items()} for z, tiers in sorted(acc.items())}
 
 
 def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """For each metric and latent size: the tiers from best to worst."""
+    """For each metric and latent size: the tiers from best to worst, by their means."""
     lines = []
     for metric in ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]:
         label, higher = METRICS[metric]
         for z, by_tier in grouped(rows, metric).items():
-            order = sorted(by_tier, key=by_tier.get, reverse=higher)
-            text = f"{TIER_NAMES.get(order[0], order[0])} ({_fmt(by_tier[order[0]])})"
+            order = sorted(by_tier, key=lambda t: by_tier[t].mean, reverse=higher)
+            text = f"{TIER_NAMES.get(order[0], order[0])} ({by_tier[order[0]].text()})"
             for prev, t in zip(order, order[1:], strict=False):
-                sign = "=" if by_tier[t] == by_tier[prev] else ">"
-                text += f" {sign} {TIER_NAMES.get(t, t)} ({_fmt(by_tier[t])})"
+                a, b = by_tier[prev], by_tier[t]
+                sign = "=" if a.mean == b.mean else "≈" if within_one_std(a, b) else ">"
+                text += f" {sign} {TIER_NAMES.get(t, t)} ({b.text()})"
             lines.append(f"- **{label}**, latent {z}: {text}")
     return lines
 
 
-def degradation(by_tier: dict[str, float]) -> tuple[int, int]:
-    """Ordered tier pairs (simpler, harder) where the metric falls, and where it rises."""
+def degradation(by_tier: dict[str, Stat]) -> tuple[int, int, int]:
+    """Ordered tier pairs (simpler, harder) where the mean falls, rises, or moves within one std."""
     present = [t for t in TIERS if t in by_tier]
-    falls = rises = 0
+    falls = rises = within = 0
     for i, a in enumerate(present):
         for b in present[i + 1 :]:
-            falls += by_tier[a] > by_tier[b]
-            rises += by_tier[a] < by_tier[b]
-    return falls, rises
+            sa, sb = by_tier[a], by_tier[b]
+            if sa.mean == sb.mean or within_one_std(sa, sb):
+                within += 1
+            elif sa.mean > sb.mean:
+                falls += 1
+            else:
+                rises += 1
+    return falls, rises, within
 
 
 def conclusion(rows: list[dict[str, Any]]) -> list[str]:
-    """Whether interpretability degrades as complexity rises, judged from the table."""
+    """Whether interpretability degrades as complexity rises, judged from the table's means."""
     lines, verdicts = [], []
     for metric in INTERPRETABILITY:
         label = METRICS[metric][0]
         for z, by_tier in grouped(rows, metric).items():
             if len([t for t in TIERS if t in by_tier]) < 2:
                 continue
-            falls, rises = degradation(by_tier)
+            falls, rises, within = degradation(by_tier)
             verdicts.append(falls > rises)
+            seeds = sorted({s.n for s in by_tier.values()})
+            over = f" (means over {'/'.join(map(str, seeds))} seeds)" if seeds != [1] else ""
+            counts = f"falls in {falls}, rises in {rises} and moves within one std in {within}"
+            if not within:
+                counts = f"falls in {falls} and rises in {rises}"
             lines.append(
-                f"- {label}, latent {z}: falls in {falls} and rises in {rises} of "
-                f"{falls + rises} ordered tier pairs."
+                f"- {label}, latent {z}{over}: {counts} of {falls + rises + within} "
+                "ordered tier pairs."
             )
     if not verdicts:
         return [
@@ -204,6 +292,11 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
         head = (
             "**The study's conclusion does not hold** here: no interpretability measure "
             "falls as complexity rises."
+        )
+    if any("within one std" in line for line in lines):
+        lines.append(
+            "- A difference smaller than the larger std of the two means is counted as "
+            "neither a fall nor a rise (≈ in the rankings)."
         )
     return [head, "", *lines]
 
@@ -240,38 +333,59 @@ def best_trial_lines(rows: list[dict[str, Any]], sweep_dir: Path) -> list[str]:
     ]
 
 
-def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "failed", "incomplete")}
-    cols = [
-        "tier",
-        "latent_dim",
-        "seed",
-        "likelihood",
-        "status",
-        "test_elbo",
-        "iw_nll",
-        "bits_per_dim",
-        "active_units",
-        "linear_probe_acc",
-        "knn_acc",
-        "silhouette",
-    ]
-    if len({r["lr"] for r in rows}) > 1:  # e.g. an Optuna search: the learning rate varies
-        cols.insert(2, "lr")
+TABLE = [
+    "test_elbo",
+    "iw_nll",
+    "bits_per_dim",
+    "active_units",
+    "linear_probe_acc",
+    "knn_acc",
+    "silhouette",
+]
+
+
+def runs_table(rows: list[dict[str, Any]], lr: bool) -> list[str]:
+    """One markdown row per run."""
+    cols = ["tier", "latent_dim", *(["lr"] if lr else []), "seed", "likelihood", "status", *TABLE]
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in sorted(
-        rows,
-        key=lambda r: (
-            TIERS.index(r["tier"]) if r["tier"] in TIERS else 9,
-            r["latent_dim"] or 0,
-            r["seed"] or 0,
-        ),
-    ):
+    for r in sorted(rows, key=_order):
         cells = [f"{r['lr']:.3g}" if c == "lr" else _fmt(r.get(c)) for c in cols]
         if not r["nll_comparable"] and r.get("iw_nll") is not None:
             cells[cols.index("iw_nll")] += " †"
             cells[cols.index("bits_per_dim")] += " †"
         table.append("| " + " | ".join(cells) + " |")
+    return table
+
+
+def seeds_table(groups: list[dict[str, Any]], lr: bool) -> list[str]:
+    """One markdown row per configuration: mean ± sample std over its n seeds."""
+    cols = ["tier", "latent_dim", *(["lr"] if lr else []), "likelihood", "n", *TABLE]
+    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for g in groups:
+        cells = []
+        for c in cols:
+            if c in METRICS:
+                std = g[f"{c}_std"]
+                text = _fmt(g[c]) if std is None else f"{_fmt(g[c])} ± {_fmt(std)}"
+                cells.append(text + (" †" if c in NLL and not g["nll_comparable"] else ""))
+            else:
+                cells.append(f"{g['lr']:.3g}" if c == "lr" else _fmt(g[c]))
+        table.append("| " + " | ".join(cells) + " |")
+    return table
+
+
+def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "failed", "incomplete")}
+    lr = len({r["lr"] for r in rows}) > 1  # e.g. an Optuna search: the learning rate varies
+    groups = seed_groups(rows)
+    repeated = [
+        "## Mean ± std over seeds",
+        "",
+        "Runs that differ only in `seed`; ± is the sample standard deviation over n seeds.",
+        "",
+        *seeds_table(groups, lr),
+        "",
+    ]
     problems = [
         f"- `{r['run']}`: **{r['status']}** — {r['error']}"
         for r in rows
@@ -288,9 +402,10 @@ def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> N
         "",
         *conclusion(rows),
         "",
+        *(repeated if any(g["n"] > 1 for g in groups) else []),
         "## Runs",
         "",
-        *table,
+        *runs_table(rows, lr),
         "",
     ]
     if any(not r["nll_comparable"] for r in rows):
@@ -305,7 +420,8 @@ def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> N
     if problems:
         text += ["## Failed or incomplete runs", "", *problems, ""]
     text += [
-        "## Rankings (best first; mean over seeds where there are several)",
+        "## Rankings (best first; mean ± std over seeds where there are several, "
+        "≈ where two means are within one std)",
         "",
         *ranking_lines(rows),
         "",
@@ -332,8 +448,16 @@ def metrics_figure(rows: list[dict[str, Any]], path: Path) -> None:
         by_z = grouped(rows, metric)
         for t in TIERS:
             pts = sorted((z, v[t]) for z, v in by_z.items() if t in v)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=TIER_NAMES[t])
+            if pts:  # error bars: ± one sample std over seeds, where there are several
+                sizes, stats = zip(*pts, strict=True)
+                ax.errorbar(
+                    sizes,
+                    [s.mean for s in stats],
+                    yerr=[s.std or 0.0 for s in stats],
+                    marker="o",
+                    capsize=3,
+                    label=TIER_NAMES[t],
+                )
         ax.set_xscale("log", base=2)
         sizes = sorted(by_z)
         ax.set_xticks(sizes, [str(z) for z in sizes])
@@ -343,7 +467,11 @@ def metrics_figure(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.suptitle("Latent-space metrics against latent size (one line per tier)")
+    seeds = any(s.n > 1 for m in shown for by_t in grouped(rows, m).values() for s in by_t.values())
+    fig.suptitle(
+        "Latent-space metrics against latent size (one line per tier"
+        + ("; mean ± std over seeds)" if seeds else ")")
+    )
     fig.legend(
         handles, labels, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.95)
     )
