@@ -185,8 +185,8 @@ def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]
     return datamodule, model, trainer, core
 
 
-def check_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint that is not ours or needs more than weights-only loading."""
+def check_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents; refuses one that is not ours or is not weights-only."""
     import torch
 
     try:
@@ -199,6 +199,7 @@ def check_checkpoint(path: Path) -> None:
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "state_dict" not in ckpt or not {"image_shape", "latent_dim"} <= set(hparams):
         raise DataError(f"{path} is not a vae_latent checkpoint (no ConvVAE hyperparameters)")
+    return ckpt
 
 
 def train(cfg: DictConfig, out_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -365,19 +366,30 @@ def _train_app(cfg: DictConfig) -> float:
         best = metrics.get("best_val_elbo")
         return float("nan") if best is None else best
     except Exception as e:
-        cause = user_error(e)
-        message = f"vae-latent: error: {cause or f'{type(e).__name__}: {e}'}"
-        if hc.mode != RunMode.MULTIRUN:
-            if cause is None:
-                raise  # a bug: keep the traceback
-            print(message, file=sys.stderr)
-            sys.exit(cause.exit_code)
-        # In a sweep a failed job is recorded and the others still run.
-        log.error(message, exc_info=cause is None)
-        with contextlib.suppress(OSError):
-            (out_dir / "error.txt").write_text(message + "\n")
-        _failed.append(str(out_dir.resolve()))
+        job_failed(e, out_dir, "vae-latent", _failed)
         return float("nan")  # Optuna records the trial as failed and goes on
+
+
+def job_failed(e: Exception, out_dir: Path, prog: str, failed: list[str]) -> None:
+    """Called in ``except``: one line and exit for a single run; in a sweep, record and go on."""
+    cause = user_error(e)
+    message = f"{prog}: error: {cause or f'{type(e).__name__}: {e}'}"
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if cause is None:
+            raise e  # a bug: keep the traceback
+        print(message, file=sys.stderr)
+        sys.exit(cause.exit_code)
+    log.error(message, exc_info=cause is None)
+    with contextlib.suppress(OSError):
+        (out_dir / "error.txt").write_text(message + "\n")
+    failed.append(str(out_dir.resolve()))
+
+
+def exit_if_failed(prog: str, failed: list[str]) -> None:
+    """After a multirun: name the jobs that failed and exit 1."""
+    if failed:
+        print(f"{prog}: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
 
 
 def one_line(e: BaseException) -> str:
@@ -422,7 +434,4 @@ def train_main() -> None:
     run_app(_train_app, "vae-latent")
     from vae_latent.report import not_complete
 
-    failed = sorted(set(_failed) | set(not_complete))
-    if failed:
-        print(f"vae-latent: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
-        sys.exit(1)
+    exit_if_failed("vae-latent", sorted(set(_failed) | set(not_complete)))

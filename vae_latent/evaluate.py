@@ -7,17 +7,24 @@ it); ``dataset=``/``channels=`` evaluate it on other data of the same image shap
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_latent.cli import _conf_dir, check_checkpoint, device_name, run_app, versions, write_json
-from vae_latent.errors import DataError, user_error
+from vae_latent.cli import (
+    _conf_dir,
+    check_checkpoint,
+    device_name,
+    exit_if_failed,
+    job_failed,
+    run_app,
+    versions,
+    write_json,
+)
+from vae_latent.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +71,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     ckpt_path = Path(str(cfg.ckpt)).expanduser().resolve()
     if not ckpt_path.is_file():
         raise DataError(f"ckpt={cfg.ckpt}: no such file; pass a run's checkpoints/last.ckpt")
-    check_checkpoint(ckpt_path)
-    raw = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    raw = check_checkpoint(ckpt_path)
     trained = dict(raw.get("datamodule_hyper_parameters") or {})
     expected = tuple(raw["hyper_parameters"]["image_shape"])
     settings = data_settings(cfg, trained)
@@ -158,37 +164,22 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+_failed: list[str] = []  # jobs of this process's multirun that failed
+
+
 @hydra.main(config_path=_conf_dir(), config_name="eval", version_base="1.3")
 def _eval_app(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         evaluate(cfg, out_dir)
     except Exception as e:
-        cause = user_error(e)
-        if cause is None:
-            raise  # a bug: keep the traceback
-        message = f"vae-latent-eval: error: {cause}"
-        if hc.mode == RunMode.MULTIRUN:  # one dataset of a sweep failed: say so, go on
-            log.error(message)
-            (out_dir / "error.txt").write_text(message + "\n")
-            _failed.append(str(out_dir))
-            return
-        print(message, file=sys.stderr)
-        sys.exit(cause.exit_code)
-
-
-_failed: list[str] = []  # jobs of this process's multirun that failed
+        job_failed(e, out_dir, "vae-latent-eval", _failed)
 
 
 def main() -> None:
     """Console entry point ``vae-latent-eval``; exits 1 if any job of a multirun failed."""
     run_app(_eval_app, "vae-latent-eval")
-    if _failed:
-        print(
-            f"vae-latent-eval: {len(_failed)} job(s) failed: {', '.join(_failed)}", file=sys.stderr
-        )
-        sys.exit(1)
+    exit_if_failed("vae-latent-eval", _failed)
 
 
 if __name__ == "__main__":
