@@ -124,8 +124,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.sample.n > 0:
         generator = torch.Generator().manual_seed(cfg.sample.seed)
         images = model.sample(int(cfg.sample.n), generator=generator)
+        info = DATASETS.get(trained.get("name", ""))
+        model_of = f"{info.display} model  |  " if info else ""  # samples need no test data
         title = (
-            f"{cfg.sample.n} prior samples  |  z={model.hparams.latent_dim}  |  "
+            f"{model_of}{cfg.sample.n} prior samples  |  z={model.hparams.latent_dim}  |  "
             f"seed {cfg.sample.seed}  |  {ckpt_path.name}, epoch {epoch}"
         )
         save_atomic(out_dir / "samples.png", panels([("z ~ N(0, I)", grid(images))], title).save)

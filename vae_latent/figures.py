@@ -36,13 +36,15 @@ def grid(images: Tensor, nrow: int | None = None) -> Tensor:
 def panels(named_grids: list[tuple[str, Tensor]], title: str, scale: int = 3) -> Image.Image:
     """Grids side by side, each enlarged by an integer factor (pixel-exact), labelled, titled."""
     tiles = [to_uint8(g).repeat(scale, axis=0).repeat(scale, axis=1) for _, g in named_grids]
+    title_font = ImageFont.load_default(size=18)
     height = max(t.shape[0] for t in tiles)
     width = sum(t.shape[1] for t in tiles) + GAP * (len(tiles) - 1)
+    width = max(width, math.ceil(title_font.getlength(title)))  # a few small grids: keep it whole
     canvas = Image.new(
         "RGB", (width + 2 * MARGIN, height + TITLE_H + LABEL_H + 2 * MARGIN), "white"
     )
     draw = ImageDraw.Draw(canvas)
-    draw.text((MARGIN, MARGIN), title, fill="black", font=ImageFont.load_default(size=18))
+    draw.text((MARGIN, MARGIN), title, fill="black", font=title_font)
     label_font = ImageFont.load_default(size=15)
     x, top = MARGIN, MARGIN + TITLE_H + LABEL_H
     for (label, _), tile in zip(named_grids, tiles, strict=True):
