@@ -189,7 +189,7 @@ def _order(r: dict[str, Any]) -> tuple:
     )
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_csv(rows: list[dict[str, Any]], groups: list[dict[str, Any]], path: Path) -> None:
     """Every run (kind=run), then every configuration's mean over seeds (kind=seed_mean)."""
     columns = ["kind", "run", "config", "tier", *CONFIG_KEYS, "status", "n"]
     columns += [c for m in METRICS for c in (m, f"{m}_std")]
@@ -198,7 +198,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({"kind": "run", **r} for r in rows)
-        writer.writerows(seed_groups(rows))
+        writer.writerows(groups)
 
 
 def _fmt(value: Any) -> str:
@@ -374,10 +374,11 @@ def seeds_table(groups: list[dict[str, Any]], lr: bool) -> list[str]:
     return table
 
 
-def write_markdown(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
+def write_markdown(
+    rows: list[dict[str, Any]], groups: list[dict[str, Any]], sweep_dir: Path, path: Path
+) -> None:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "failed", "incomplete")}
     lr = len({r["lr"] for r in rows}) > 1  # e.g. an Optuna search: the learning rate varies
-    groups = seed_groups(rows)
     repeated = [
         "## Mean ± std over seeds",
         "",
@@ -488,14 +489,7 @@ def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in rows if r["status"] == "complete"]
-    runs.sort(
-        key=lambda r: (
-            TIERS.index(r["tier"]) if r["tier"] in TIERS else 9,
-            r["latent_dim"],
-            r["seed"] or 0,
-        )
-    )
+    runs = sorted((r for r in rows if r["status"] == "complete"), key=_order)
     if not runs:
         return
     fig, axes = plt.subplots(len(runs), 3, figsize=(18, 4.2 * len(runs)), dpi=80, squeeze=False)
@@ -525,8 +519,9 @@ def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> Non
 def write_report(sweep_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Read every run under ``sweep_dir``; write summary.csv, report.md and the figures."""
     rows = collect(sweep_dir) if rows is None else rows
-    write_csv(rows, sweep_dir / "summary.csv")
-    write_markdown(rows, sweep_dir, sweep_dir / "report.md")
+    groups = seed_groups(rows)
+    write_csv(rows, groups, sweep_dir / "summary.csv")
+    write_markdown(rows, groups, sweep_dir, sweep_dir / "report.md")
     metrics_figure(rows, sweep_dir / "metrics_vs_latent.png")
     figure_sheet(rows, sweep_dir, sweep_dir / "figure_sheet.png")
     return rows
