@@ -3,21 +3,22 @@
 import json
 
 import imageio.v3 as iio
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from vae_latent import figures
-from vae_latent.callbacks import EpochGrid, LatentTraversal
-from vae_latent.cli import compose_config, train
+from vae_latent.callbacks import EpochGrid, LatentTraversal, skip_idle_batch_hooks
+from vae_latent.cli import build, compose_config, train
 from vae_latent.model import ConvVAE
 
 N_IMAGES = 4  # a 2x2 grid per panel
 FIGURES = ["latent_manifold.png", "latent_traversal.png", "latent_scatter.png", "interpolation.png"]
 
 
-def _train(out, data_root, *overrides):
-    cfg = compose_config(
+def _config(data_root, *overrides):
+    return compose_config(
         [
             "dataset=mnist",
             f"data.root={data_root}",
@@ -32,7 +33,10 @@ def _train(out, data_root, *overrides):
             *overrides,
         ]
     )
-    return train(cfg, out)
+
+
+def _train(out, data_root, *overrides):
+    return train(_config(data_root, *overrides), out)
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +156,26 @@ def test_fixed_inputs_are_deterministic(run, data_root):
     xb, eb = b.fixed_inputs(trainer, 2)
     assert torch.equal(xa, xb) and torch.equal(ea, eb)
     assert not torch.equal(EpochGrid(n_images=4, seed=4).fixed_inputs(trainer, 2)[1], ea)
+
+
+def test_idle_batch_hooks_are_hidden_and_the_others_still_run(tmp_path, data_root):
+    class Steps(L.Callback):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def on_before_zero_grad(self, trainer, pl_module, optimizer) -> None:
+            self.n += 1
+
+    steps, grid = Steps(), EpochGrid(n_images=N_IMAGES)
+    skip_idle_batch_hooks([steps, grid])
+    assert grid.on_train_batch_end is None and steps.on_train_batch_start is None
+    assert callable(steps.on_before_zero_grad) and callable(grid.on_validation_end)
+
+    datamodule, model, trainer, core = build(_config(data_root, "trainer.max_epochs=1"), tmp_path)
+    assert trainer.checkpoint_callback.on_before_backward is None  # Lightning's own too
+    assert callable(core["clock"].on_train_batch_end)  # overridden: kept
+    trainer.callbacks.append(steps)
+    trainer.fit(model, datamodule=datamodule)
+    assert steps.n == 3  # limit_train_batches=3
+    assert core["clock"].images == 3 * 16
+    assert (tmp_path / "epochs" / "epoch_001.png").is_file()

@@ -150,7 +150,7 @@ def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]
     import lightning as L
     from hydra.utils import instantiate
 
-    from vae_latent.callbacks import NonFiniteGuard, RunClock
+    from vae_latent.callbacks import NonFiniteGuard, RunClock, skip_idle_batch_hooks
 
     # lightning/__init__ adds its own console handler; Hydra's root handlers (console + the
     # run's log file) already print everything once.
@@ -182,6 +182,7 @@ def build(cfg: DictConfig, out_dir: Path) -> tuple[Any, Any, Any, dict[str, Any]
         callbacks=[*core.values(), *extra],
         default_root_dir=str(out_dir),
     )
+    skip_idle_batch_hooks(trainer.callbacks)
     return datamodule, model, trainer, core
 
 
