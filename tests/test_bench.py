@@ -36,3 +36,5 @@ def test_bench_prints_both_rates_and_their_ratio(data_root, capsys):
     want = result["lightning_images_per_s"] / result["plain_images_per_s"]
     assert abs(result["ratio"] - want) <= 0.01 * want  # one repeat: the ratio of the two rates
     assert result["device"] and result["batch_size"] == 16
+    # Both paths ran the timed steps, the plain loop in turns between Lightning's.
+    assert result["timed_steps_per_run"] == {"lightning": 4, "plain": 4}

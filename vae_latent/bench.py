@@ -1,8 +1,8 @@
 """``python -m vae_latent.bench``: training images/s of the real Lightning path vs a plain loop.
 
-Both train the same ConvVAE on the same in-memory batches of real data, in one process, timed
-after a warm-up; the JSON line on stdout has both rates, their ratio, one test-split
-evaluation's time and the peak RSS.
+Both train the same ConvVAE on the same in-memory data in one process, interleaved in blocks
+of steps within one ``trainer.fit``, timed after a warm-up; the JSON line on stdout has both
+rates, their ratio, one test-split evaluation's time and the peak RSS.
 """
 
 from __future__ import annotations
@@ -29,34 +29,84 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class StepTimer(L.Callback):
-    """Time stamps at the start of every timed batch and at the end of the last one."""
+class PlainLoop:
+    """A hand-written training loop: same model class, loss, optimizer and in-memory batches."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.stamps, self.images = warmup, [], 0
+    def __init__(self, cfg: Any, datamodule: Any, device: torch.device, batch_size: int) -> None:
+        from hydra.utils import instantiate
+
+        self.model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
+        self.model.train()
+        self.opt = self.model.configure_optimizers()
+        self.split, self.device, self.bs = datamodule.splits["train"], device, batch_size
+        self.order, self.i = torch.randperm(len(self.split)), 0
+        self.steps: list[float] = []  # seconds of each timed step
+        self.images = 0
+
+    def run(self, n: int, timed: bool) -> None:
+        for _ in range(n):
+            start = time.perf_counter()
+            idx = self.order[(self.i * self.bs) % len(self.split) :][: self.bs]
+            x = self.split.take(idx)[0].to(self.device, non_blocking=True)
+            recon, kl = self.model(x)
+            loss = (recon + kl).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.i += 1
+            if timed:
+                self.steps.append(time.perf_counter() - start)
+                self.images += len(x)
+
+
+class Interleave(L.Callback):
+    """Time every Lightning step; after each ``block`` of them, run ``block`` plain steps.
+
+    A shared VM's speed drifts by 10-30% over seconds, so the two paths are timed in turns of
+    a few hundred ms rather than in separate runs. A Lightning step spans on_train_batch_start
+    to the next one (fetch, hooks, logging and all) minus the plain block run inside it.
+    Appended last, so every other callback's work counts as Lightning's.
+    """
+
+    def __init__(self, plain: PlainLoop, warmup: int, block: int) -> None:
+        self.plain, self.warmup, self.block = plain, warmup, block
+        self.steps: list[float] = []  # seconds of each timed Lightning step
+        self.images = 0
+        self._start: float | None = None
+        self._excluded = 0.0
+
+    def _close_step(self, now: float) -> None:
+        self.steps.append(now - self._start - self._excluded)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        now = time.perf_counter()
+        if i > self.warmup:
+            self._close_step(now)
         if i >= self.warmup:
-            if i == self.warmup:
-                sync(pl_module.device)
-            self.stamps.append(time.perf_counter())
             self.images += len(batch[0])
+        self._start, self._excluded = now, 0.0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, out: Any, batch: Any, i: int
     ) -> None:
-        if i == trainer.num_training_batches - 1:  # the clock stops before epoch-end work
-            sync(pl_module.device)
-            self.stamps.append(time.perf_counter())
+        device = pl_module.device
+        if (i + 1) % self.block == 0:
+            sync(device)  # Lightning's queued work is Lightning's time
+            start = time.perf_counter()
+            self.plain.run(self.block, timed=i >= self.warmup)
+            sync(device)
+            self._excluded += time.perf_counter() - start
+        if i == trainer.num_training_batches - 1 and i >= self.warmup:  # before epoch-end work
+            sync(device)
+            self._close_step(time.perf_counter())
 
 
-def rates(stamps: list[float], images: int, batch_size: int) -> tuple[float, float]:
-    """Images/s over the whole timed span, and from the median step (robust to VM stalls).
+def rates(steps: list[float], images: int, batch_size: int) -> tuple[float, float]:
+    """Images/s over all timed steps, and from the median step (robust to VM stalls).
 
     On CUDA only the first is meaningful: steps there are asynchronous.
     """
-    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    return images / (stamps[-1] - stamps[0]), batch_size / statistics.median(steps)
+    return images / sum(steps), batch_size / statistics.median(steps)
 
 
 def compose(args: argparse.Namespace) -> Any:
@@ -79,53 +129,24 @@ def compose(args: argparse.Namespace) -> Any:
     return compose_config(overrides)
 
 
-def lightning_rate(
-    cfg: Any, args: argparse.Namespace, out_dir: Path
-) -> tuple[tuple[float, float], float, Any]:
-    """Images/s of trainer.fit over the default callbacks and logger; test-split eval seconds."""
+def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """One trainer.fit over the default callbacks and logger, the plain loop interleaved."""
     datamodule, model, trainer, _ = build(cfg, out_dir)
-    timer = StepTimer(args.warmup)
+    device = trainer.strategy.root_device
+    plain = PlainLoop(cfg, datamodule, device, args.batch_size)
+    timer = Interleave(plain, args.warmup, args.block)
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)
     start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, verbose=False)
-    sync(model.device)
-    return (
-        rates(timer.stamps, timer.images, args.batch_size),
-        time.perf_counter() - start,
-        datamodule,
-    )
-
-
-def plain_rate(
-    cfg: Any, args: argparse.Namespace, datamodule: Any, device: torch.device
-) -> tuple[float, float]:
-    """Images/s of a hand-written loop: same model, loss, optimizer and in-memory batches."""
-    from hydra.utils import instantiate
-
-    torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
-    split = datamodule.splits["train"]
-    order = torch.randperm(len(split))
-    bs, n = args.batch_size, args.warmup + args.steps
-
-    stamps = []
-    for i in range(n):
-        if i >= args.warmup:
-            if i == args.warmup:
-                sync(device)
-            stamps.append(time.perf_counter())
-        x = split.take(order[(i * bs) % len(split) :][:bs])[0].to(device, non_blocking=True)
-        recon, kl = model(x)
-        loss = (recon + kl).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
     sync(device)
-    stamps.append(time.perf_counter())
-    return rates(stamps, args.steps * bs, bs)
+    return {
+        "lightning": rates(timer.steps, timer.images, args.batch_size),
+        "plain": rates(plain.steps, plain.images, args.batch_size),
+        "eval_s": time.perf_counter() - start,
+        "timed_steps": (len(timer.steps), len(plain.steps)),
+        "device": device,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -138,32 +159,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument(
-        "--repeats", type=int, default=4, help="alternate the two paths, take medians"
+        "--block", type=int, default=10, help="steps per turn of each path (interleaving)"
     )
+    parser.add_argument("--repeats", type=int, default=3, help="fits to take medians over")
     parser.add_argument("--data-root", default=os.environ.get("VAE_LATENT_DATA", "data"))
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. model.kl=analytic")
     args = parser.parse_args(argv)
     args.device = "gpu" if args.device == "cuda" else args.device
+    args.block = max(1, min(args.block, args.steps))
 
-    use_cuda = args.device in ("gpu", "auto") and torch.cuda.is_available()
-    device = torch.device("cuda" if use_cuda else "cpu")
-    lightning, plain, evals = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(args)
-        # One untimed round of each path first: the first run in a process pays one-off costs
-        # (oneDNN primitive caches, allocator growth) that later ones do not. Then alternate,
-        # swapping which path goes first in every other pair so that a drift of the machine's
-        # speed (common on shared VMs) does not favour either.
-        _, _, datamodule = lightning_rate(cfg, args, Path(tmp, "warm"))
-        plain_rate(cfg, args, datamodule, device)
-        for r in range(args.repeats):
-            if r % 2:
-                plain.append(plain_rate(cfg, args, datamodule, device))
-            rate, eval_s, _ = lightning_rate(cfg, args, Path(tmp, f"run{r}"))
-            lightning.append(rate)
-            evals.append(eval_s)
-            if not r % 2:
-                plain.append(plain_rate(cfg, args, datamodule, device))
+        # One untimed fit first: the first in a process pays one-off costs (oneDNN primitive
+        # caches, allocator growth) that later ones do not.
+        measure(cfg, args, Path(tmp, "warm"))
+        runs = [measure(cfg, args, Path(tmp, f"run{r}")) for r in range(args.repeats)]
+    lightning = [r["lightning"] for r in runs]
+    plain = [r["plain"] for r in runs]
+    device = runs[0]["device"]
     result = {
         # Throughput over the whole timed span, median over the repeats.
         "lightning_images_per_s": round(statistics.median(t for t, _ in lightning), 1),
@@ -179,13 +192,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
         "lightning_runs": [round(t, 1) for t, _ in lightning],
         "plain_runs": [round(t, 1) for t, _ in plain],
-        "test_eval_seconds": round(statistics.median(evals), 3),
+        "timed_steps_per_run": dict(
+            zip(("lightning", "plain"), runs[0]["timed_steps"], strict=True)
+        ),
+        "test_eval_seconds": round(statistics.median(r["eval_s"] for r in runs), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "dataset": args.dataset,
         "channels": args.channels,
         "batch_size": args.batch_size,
         "latent_dim": args.latent_dim,
         "steps": args.steps,
+        "block": args.block,
         "device": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
