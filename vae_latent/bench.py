@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from vae_latent.callbacks import skip_idle_batch_hooks
 from vae_latent.cli import build, compose_config, device_name
 
 
@@ -135,6 +136,7 @@ def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
     device = trainer.strategy.root_device
     plain = PlainLoop(cfg, datamodule, device, args.batch_size)
     timer = Interleave(plain, args.warmup, args.block)
+    skip_idle_batch_hooks([timer])  # as build() did for the others: only its two hooks run
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)
     start = time.perf_counter()
