@@ -1,17 +1,110 @@
-"""Tiny datasets written in the real on-disk formats, read back through torchvision's classes."""
+"""Shared fixtures: tiny datasets in the real on-disk formats, a trained run, app helpers."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 N_TRAIN, N_TEST = 240, 80
 REPO = Path(__file__).resolve().parents[1]
+# A run that takes a second or two on fixture data.
+TINY = [
+    "data.val_size=40",
+    "data.batch_size=16",
+    "trainer.limit_train_batches=4",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "metrics.iw_samples=16",
+]
+
+
+def run_app(*args: str, app: str = "vae-latent", cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """One of the console apps in a fresh process, as a user runs it."""
+    module = {"vae-latent": "vae_latent", "vae-latent-eval": "vae_latent.cli:eval_main"}[app]
+    if ":" in module:
+        mod, func = module.split(":")
+        command = [sys.executable, "-c", f"import {mod}; {mod}.{func}()", *args]
+    else:
+        command = [sys.executable, "-m", module, *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@dataclass
+class AppResult:
+    """What an app run left: exit code and the two streams (like subprocess.CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def app(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppResult]:
+    """Run ``vae-latent`` (or ``main="eval"``) in this process: same entry point, no import cost."""
+    from vae_latent import cli
+
+    def run(*argv: str, main: str = "train") -> AppResult:
+        entry = {"train": cli.train_main, "eval": cli.eval_main}[main]
+        monkeypatch.setattr(sys, "argv", [f"vae-latent-{main}", *argv])
+        capsys.readouterr()
+        try:
+            entry()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return AppResult(code, out.out, out.err)
+
+    return run
+
+
+def assert_one_line_error(proc: Any, *needles: str, code: int = 2) -> None:
+    """Exit ``code``, no traceback, exactly one line on stderr holding every needle."""
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def compose(*overrides: str, config_name: str = "train") -> Any:
+    """The config an app composes from these overrides."""
+    from vae_latent.config import compose_config
+
+    return compose_config(list(overrides), config_name)
+
+
+def train_tiny(out: Path, data_root: Path, *overrides: str, resume: bool = False) -> dict:
+    """An in-process training run on fixture MNIST (TINY, 2 epochs unless overridden)."""
+    from vae_latent.training import train
+
+    cfg = compose(f"data.root={data_root}", "trainer.max_epochs=2", *TINY, *overrides)
+    return train(cfg, out, resume=resume)
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and its SHA-1: 'nothing on disk changed' is an equality."""
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
 
 
 def _images(n: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,3 +189,29 @@ def cifar_md5(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+
+
+@pytest.fixture(scope="session")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny MNIST run (latent 2, 2 epochs, every picture), trained once for the session.
+
+    Read-only for tests: copy it before changing anything in it.
+    """
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train_tiny(
+        run,
+        data_root,
+        "callbacks.epoch_grid.n_images=4",
+        "callbacks.latent_scatter.every_n_epochs=1",
+    )
+    return run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker trains on one thread: two workers share two cores."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -110,3 +110,32 @@ def test_missing_files_name_the_root_and_the_expected_files(tmp_path):
     assert str(tmp_path / "nowhere") in message
     assert "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte" in message
     assert "\n" not in message
+
+
+def test_the_study_protocol_trains_on_every_image_and_scores_the_test_split(data_root):
+    dm = _module(data_root, "mnist", protocol="study")
+    assert len(dm.splits["train"]) == N_TRAIN and dm.splits["val"] is dm.splits["test"]
+    assert dm.val_name == "test" and _module(data_root, "mnist").val_name == "val"
+    with pytest.raises(ConfigError, match="data.protocol"):
+        VAEDataModule(protocol="paper")
+
+
+def test_idx_headers_are_checked_against_the_file(data_root, tmp_path):
+    from vae_latent.data import check_idx
+
+    good = data_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    assert check_idx(good, 3, 28) == N_TRAIN
+    assert check_idx(data_root / "MNIST" / "raw" / "train-labels-idx1-ubyte", 1) == N_TRAIN
+    data = good.read_bytes()
+    broken = {
+        "magic": b"\x00\x00\x09\x03" + data[4:],  # not uint8
+        "ndim": b"\x00\x00\x08\x02" + data[4:],  # two dimensions
+        "header": data[:10],  # cut inside the header
+        "size": data[:8] + (27).to_bytes(4, "big") + data[12:],  # 27 rows
+        "length": data + b"\x00",  # one byte more than the header says
+    }
+    for name, content in broken.items():
+        path = tmp_path / f"{name}-idx3-ubyte"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=path.name):
+            check_idx(path, 3, 28)

@@ -76,7 +76,8 @@ def test_iw_nll_chunks_do_not_change_the_estimate(model):
     whole = iw_log_px(model, x, 30, torch.Generator().manual_seed(5), chunk=10_000)
     pieces = iw_log_px(model, x, 30, torch.Generator().manual_seed(5), chunk=25)
     torch.testing.assert_close(whole, pieces)
-    assert iw_nll(model, x, k=5, n_images=4, seed=1) > 0
+    nll, se = iw_nll(model, x, k=5, n_images=4, seed=1)
+    assert nll > 0 and se > 0
 
 
 def test_latent_metrics_on_fixture_data(data_root, model):
@@ -84,10 +85,33 @@ def test_latent_metrics_on_fixture_data(data_root, model):
     dm.prepare_data()
     dm.setup()
     m = latent_metrics(model, dm, iw_samples=8, iw_images=30)
-    assert m["iw_images"] == 30 and m["iw_samples"] == 8
+    assert m["iw_images"] == 30 and m["iw_samples"] == 8 and m["iw_nll_se"] > 0
     assert m["bits_per_dim"] == pytest.approx(m["iw_nll"] / (784 * math.log(2)))
     assert len(m["kl_per_dim"]) == 3 and 0 <= m["active_units"] <= 3
     for key in ("linear_probe_acc", "knn_acc"):
         assert 0 <= m[key] <= 1
     assert -1 <= m["silhouette"] <= 1
     assert latent_metrics(model, dm, iw_samples=0)["iw_nll"] is None
+    # Codes the test loop already computed give the same numbers as encoding the split again.
+    from vae_latent.codes import encode_split
+
+    again = latent_metrics(
+        model, dm, encode_split(model, dm.splits["test"]), iw_samples=8, iw_images=30
+    )
+    assert again == m
+
+
+def test_iw_nll_standard_error_is_over_the_images(model):
+    x = (torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(6)) > 0.5).float()
+    nll, se = iw_nll(model, x, k=4, n_images=40, seed=2)
+    index = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    per_image = -iw_log_px(model, x[index], 4, _after_randperm(2, 40))
+    assert nll == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert se == pytest.approx(per_image.double().std().item() / math.sqrt(40), rel=1e-4)
+
+
+def _after_randperm(seed, n):
+    """The generator iw_nll uses for its draws: seeded, after choosing the image subset."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.randperm(n, generator=gen)
+    return gen

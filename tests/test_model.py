@@ -26,7 +26,10 @@ def test_encode_decode_sample_shapes(shape, latent):
     assert images.shape == (4, *shape)
     assert images.min() >= 0 and images.max() <= 1
     eps = torch.zeros(3, latent)
-    assert torch.equal(model.sample(eps), model.decode(eps, apply_sigmoid=True))
+    assert torch.equal(model.sample(eps), model.mean_image(eps))
+    assert torch.equal(model.mean_image(eps), torch.sigmoid(model.decode(eps)))
+    with pytest.warns(DeprecationWarning, match="mean_image"):
+        assert torch.equal(model.decode(eps, apply_sigmoid=True), model.mean_image(eps))
 
 
 def _hand_elbo(x, logits, z, mean, logvar):
@@ -108,5 +111,5 @@ def test_continuous_bernoulli_is_normalized_and_its_mean_is_what_decode_shows():
     model = ConvVAE(latent_dim=2, likelihood="continuous_bernoulli")
     z = torch.zeros(1, 2)
     want = ContinuousBernoulli(logits=model.decode(z)).mean
-    assert torch.allclose(model.decode(z, apply_sigmoid=True), want)
+    assert torch.allclose(model.mean_image(z), want)
     assert not torch.allclose(want, torch.sigmoid(model.decode(z)))

@@ -6,7 +6,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from vae_latent.report import collect, conclusion, main, write_report
+from vae_latent.cli import report_main as main
+from vae_latent.report import conclusion, write_report
+from vae_latent.sweep import collect
 
 
 def make_run(
@@ -46,7 +48,8 @@ def make_run(
         }
         (run / "metrics.json").write_text(json.dumps(full))
     if error is not None:
-        (run / "error.txt").write_text(error)
+        failed = {"status": "failed", "error": error, "dataset": dataset, "latent_dim": latent}
+        (run / "metrics.json").write_text(json.dumps(failed))
     return run
 
 
@@ -75,7 +78,7 @@ def test_summary_has_one_row_per_run_with_status(sweep):
     assert [(g["tier"], g["n"], g["test_elbo_std"]) for g in groups] == [
         ("mnist", "1", ""),
         ("fashion_mnist", "1", ""),
-        ("cifar10-rgb", "1", ""),
+        ("cifar10_rgb", "1", ""),
     ]
     assert [r["status"] for r in rows] == ["complete"] * 3 + ["failed", "incomplete"]
     assert rows[3]["error"] == "vae-latent: error: boom"
@@ -95,12 +98,14 @@ def test_summary_has_one_row_per_run_with_status(sweep):
     assert "kl_per_dim" in rows[0]
     for name in ("report.md", "metrics_vs_latent.png", "figure_sheet.png"):
         assert (sweep / name).is_file()
+    assert not (sweep / "metrics_vs_epoch.png").exists()  # no run logged latent metrics per epoch
 
 
 def test_report_states_conclusion_failures_and_incomparable_nll(sweep):
-    write_report(sweep)
+    write_report(sweep, figures=False)
     text = (sweep / "report.md").read_text()
     assert "**The study's conclusion holds**" in text
+    assert "## Figures" not in text  # none drawn, none named
     assert "`d`: **failed** — vae-latent: error: boom" in text
     assert "`e`: **incomplete**" in text
     assert "0.170 †" in text  # the CIFAR-10 Bernoulli row is flagged...
@@ -146,7 +151,7 @@ def test_seeds_are_averaged_and_differences_within_one_std_count_neither_way(tmp
         make_run(tmp_path, f"m{seed}", "mnist", "native", 2, seed, good(probe, 0.95, 0.4))
     for seed, probe in zip((1, 2, 3), (0.75, 0.78, 0.72), strict=True):
         make_run(tmp_path, f"f{seed}", "fashion_mnist", "native", 2, seed, good(probe, 0.7, 0.2))
-    write_report(tmp_path)
+    write_report(tmp_path, figures=False)
     with open(tmp_path / "summary.csv") as f:
         groups = {r["tier"]: r for r in csv.DictReader(f) if r["kind"] == "seed_mean"}
     assert groups["mnist"]["n"] == "3" and groups["mnist"]["seed"] == "1 2 3"
@@ -176,10 +181,67 @@ def test_runs_that_differ_in_more_than_the_seed_are_not_averaged(tmp_path):
         cfg.trainer = {"precision": precision}
         cfg.data.root = f"/somewhere/{name}"  # where the data lives does not matter
         OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    write_report(tmp_path)
+    write_report(tmp_path, figures=False)
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     config = {r["run"]: r["config"] for r in rows if r["kind"] == "run"}
     assert config["a"] == config["b"] != config["c"]
     groups = sorted((r["config"], r["n"], r["seed"]) for r in rows if r["kind"] == "seed_mean")
     assert groups == sorted([(config["a"], "2", "1 2"), (config["c"], "1", "1")])
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"status": "complete", "test_elbo": ', "not valid JSON"),
+        (b"[]", "holds a list"),
+        (bytes(range(256)), "not text"),
+        (b'{"test_elbo": 1}', "no known status"),
+    ],
+)
+def test_a_damaged_run_is_reported_by_name_and_the_rest_still_are(sweep, content, why):
+    (sweep / "b" / "metrics.json").write_bytes(content)
+    write_report(sweep, figures=False)
+    text = (sweep / "report.md").read_text()
+    assert "`b`: **damaged**" in text and why in text and "1 damaged" in text
+    with open(sweep / "summary.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f) if r["kind"] == "run"}
+    assert rows["b"]["status"] == "damaged" and rows["a"]["status"] == "complete"
+    assert "MNIST (0.900)" in text  # the others are still ranked
+
+
+def test_the_report_app_names_damaged_runs_in_one_line(sweep, capsys):
+    (sweep / "a" / ".hydra" / "config.yaml").write_bytes(b"\x00\xff: [unclosed")
+    (sweep / "b" / "metrics.json").write_bytes(b'{"status": "complete", "test_elbo": ')
+    main([str(sweep)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "damaged" in err[0] and "a (" in err[0] and "b (" in err[0]
+    text = (sweep / "report.md").read_text()
+    assert "`a`: **damaged**" in text and "`b`: **damaged**" in text
+
+
+def test_runs_of_two_protocols_are_never_ranked_together(tmp_path):
+    make_run(tmp_path, "a", "mnist", "native", 2, metrics=good(0.9, 0.95, 0.4))
+    make_run(
+        tmp_path,
+        "b",
+        "fashion_mnist",
+        "native",
+        2,
+        metrics={**good(0.7, 0.75, 0.2), "protocol": "study"},
+    )
+    lines = conclusion(collect(tmp_path))
+    assert lines[0].startswith("The study's conclusion cannot be judged")  # one tier per protocol
+    make_run(
+        tmp_path, "c", "mnist", "native", 2, metrics={**good(0.8, 0.8, 0.3), "protocol": "study"}
+    )
+    lines = conclusion(collect(tmp_path))
+    assert any("latent 2, study protocol" in line for line in lines)
+    assert not any("validation protocol" in line for line in lines)
+
+
+def test_one_latent_size_is_drawn_against_the_tiers(sweep):
+    write_report(sweep)
+    import imageio.v3 as iio
+
+    assert iio.imread(sweep / "metrics_vs_latent.png").shape[1] > 1000

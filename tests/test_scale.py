@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from .conftest import REPO
-from .test_cli import TINY, run_cli
+from vae_latent.record import SHARED_KEYS, TRAIN_KEYS
 
-# metrics.json of every complete run (tests/test_cli.py checks the values of a 1-device run).
-METRICS_KEYS = {
-    "accelerator", "active_units", "batch_size", "best_val_elbo", "binarize", "bits_per_dim",
-    "channels", "dataset", "device", "epochs", "fit_seconds", "global_steps", "image_shape",
-    "images_per_second", "iw_images", "iw_nll", "iw_samples", "kl", "kl_per_dim", "knn_acc",
-    "latent_dim", "likelihood", "linear_probe_acc", "lr", "params", "seed", "silhouette",
-    "status", "test_checkpoint", "test_elbo", "test_kl", "test_recon", "torch_threads",
-    "train_images", "train_seconds", "versions", "world_size",
-}  # fmt: skip
+from .conftest import REPO, TINY, run_app
+
+# metrics.json of every complete training run (test_train.py checks a 1-device run's values).
+METRICS_KEYS = set(SHARED_KEYS) | set(TRAIN_KEYS)
 
 
 def hadolint() -> str:
@@ -69,7 +63,7 @@ def test_the_image_installs_what_the_readme_says():
 
 def test_ddp_on_two_cpu_processes_writes_one_set_of_outputs(data_root, tmp_path):
     run = tmp_path / "ddp"
-    proc = run_cli(
+    proc = run_app(
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -86,6 +80,8 @@ def test_ddp_on_two_cpu_processes_writes_one_set_of_outputs(data_root, tmp_path)
     # 2 epochs x 4 batches x 16 images on each of the 2 ranks
     assert metrics["train_images"] == 2 * 4 * 16 * 2
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    # The test split's codes were gathered from both ranks: every test image is in the scatter.
+    assert metrics["iw_images"] == 80 and (run / "latent_scatter.png").is_file()
     assert len(list(run.rglob("*.gif"))) == 1
     assert len(list(run.rglob("metrics.json"))) == 1
     assert len(list(run.rglob("last.ckpt"))) == 1
@@ -98,29 +94,12 @@ def _sweep_rows(sweep: Path) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(f) if r["kind"] == "run"]
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_processes_and_reports_them(data_root, tmp_path):
+def test_joblib_runs_jobs_in_worker_processes_and_a_failing_one_fails_the_sweep(
+    app, data_root, tmp_path
+):
+    """Jobs run (and one fails) in joblib's worker processes; the report and exit code say so."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "dataset=mnist,fashion_mnist",
-        f"data.root={data_root}",
-        "trainer.max_epochs=1",
-        *TINY,
-        f"hydra.sweep.dir={sweep}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _sweep_rows(sweep)
-    assert sorted(r["dataset"] for r in rows) == ["fashion_mnist", "mnist"]
-    assert all(r["status"] == "complete" for r in rows)
-    assert "2 runs: 2 complete" in (sweep / "report.md").read_text()
-
-
-def test_a_failing_joblib_job_fails_the_sweep(data_root, tmp_path):
-    """The job fails in a worker process; the exit code still says so."""
-    sweep = tmp_path / "sweep"
-    proc = run_cli(
+    proc = app(
         "-m",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
@@ -128,6 +107,7 @@ def test_a_failing_joblib_job_fails_the_sweep(data_root, tmp_path):
         "channels=native,rgb",  # rgb on MNIST is a bad combination: that job fails
         f"data.root={data_root}",
         "trainer.max_epochs=1",
+        "callbacks=none",
         *TINY,
         f"hydra.sweep.dir={sweep}",
     )
@@ -135,14 +115,16 @@ def test_a_failing_joblib_job_fails_the_sweep(data_root, tmp_path):
     assert "1 job(s) failed" in proc.stderr and "channels=rgb" in proc.stderr
     statuses = sorted((r["channels"], r["status"]) for r in _sweep_rows(sweep))
     assert statuses == [("native", "complete"), ("rgb", "failed")]
+    assert "2 runs: 1 complete, 1 failed" in (sweep / "report.md").read_text()
 
 
-def test_optuna_sweeper_runs_trials_and_reports_the_best(data_root, tmp_path):
+def test_optuna_sweeper_runs_trials_and_reports_the_best(app, data_root, tmp_path):
     sweep = tmp_path / "search"
-    proc = run_cli(
+    proc = app(
         "-m",
         "experiment=optuna",
         "hydra.sweeper.n_trials=2",
+        "callbacks=none",
         "dataset=mnist",
         f"data.root={data_root}",
         "trainer.max_epochs=1",
@@ -164,9 +146,9 @@ def test_slurm_launcher_preset_composes(tmp_path):
     """Not run here (no cluster): the preset must compose onto the submitit plugin's config."""
     from hydra import compose, initialize_config_dir
 
-    from vae_latent.cli import _conf_dir
+    from vae_latent.config import conf_dir
 
-    with initialize_config_dir(config_dir=_conf_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")

@@ -14,8 +14,6 @@ __version__ = "0.1.0"
 
 def load(path: str | Path) -> ConvVAE:
     """A trained ConvVAE in eval mode from a checkpoint file alone (weights-only loading)."""
-    from vae_latent.cli import check_checkpoint
-    from vae_latent.model import ConvVAE
+    from vae_latent.checkpoint import load as load_checkpoint
 
-    check_checkpoint(path)
-    return ConvVAE.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+    return load_checkpoint(path)

@@ -21,8 +21,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from vae_latent.callbacks import skip_idle_batch_hooks
-from vae_latent.cli import build, compose_config, device_name
+from vae_latent.config import compose_config
+from vae_latent.files import device_name
+from vae_latent.loop import skip_idle_batch_hooks
+from vae_latent.training import build
 
 
 def sync(device: torch.device) -> None:
@@ -132,7 +134,8 @@ def compose(args: argparse.Namespace) -> Any:
 
 def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """One trainer.fit over the default callbacks and logger, the plain loop interleaved."""
-    datamodule, model, trainer, _ = build(cfg, out_dir)
+    run = build(cfg, out_dir)
+    datamodule, model, trainer = run.datamodule, run.model, run.trainer
     device = trainer.strategy.root_device
     plain = PlainLoop(cfg, datamodule, device, args.batch_size)
     timer = Interleave(plain, args.warmup, args.block)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import pickle
+import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,14 @@ class DatasetInfo:
     channels: int
     size: int
     files: str  # what must exist under the root, for the error message
+    train_size: int  # images in the official training split
 
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("MNIST", "MNIST", 1, 28, f"MNIST/raw/{_IDX}"),
+    "mnist": DatasetInfo("MNIST", "MNIST", 1, 28, f"MNIST/raw/{_IDX}", 60_000),
     "fashion_mnist": DatasetInfo(
-        "FashionMNIST", "Fashion-MNIST", 1, 28, f"FashionMNIST/raw/{_IDX}"
+        "FashionMNIST", "Fashion-MNIST", 1, 28, f"FashionMNIST/raw/{_IDX}", 60_000
     ),
     "cifar10": DatasetInfo(
         "CIFAR10",
@@ -40,9 +42,34 @@ DATASETS: dict[str, DatasetInfo] = {
         3,
         32,
         "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+        50_000,
     ),
 }
 CHANNELS = ("native", "gray", "rgb")
+# validation: 5,000 training images held out, the best checkpoint by their ELBO is tested.
+# study: the study's own protocol: all training images, the test split scored after every
+# epoch, the last epoch's weights reported.
+PROTOCOLS = ("validation", "study")
+
+
+def check_idx(path: Path, ndim: int, size: int | None = None) -> int:
+    """The item count of a uint8 IDX file whose header and length agree; ValueError otherwise.
+
+    torchvision parses these files with asserts and reshapes, so a malformed header gives
+    assorted errors there; here every one is a ValueError that names the file.
+    """
+    header = 4 + 4 * ndim
+    with open(path, "rb") as f:
+        head = f.read(header)
+    if len(head) < header or head[:3] != b"\x00\x00\x08" or head[3] != ndim:
+        raise ValueError(f"{path.name} has no uint8 IDX header with {ndim} dimension(s)")
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    if size is not None and dims[1:] != (size,) * (ndim - 1):
+        raise ValueError(f"{path.name} holds items of {dims[1:]}, not {size}x{size}")
+    expected = header + math.prod(dims)
+    if path.stat().st_size != expected:
+        raise ValueError(f"{path.name} has {path.stat().st_size} bytes, its header says {expected}")
+    return dims[0]
 
 
 class InMemorySplit(Dataset):
@@ -97,12 +124,17 @@ class VAEDataModule(L.LightningDataModule):
         eval_batch_size: int = 256,
         val_size: int = 5000,
         seed: int = 42,
+        protocol: str = "validation",
     ) -> None:
         super().__init__()
         if name not in DATASETS:
             raise ConfigError(f"dataset={name!r} is unknown; use one of {', '.join(DATASETS)}")
         if channels not in CHANNELS:
             raise ConfigError(f"channels={channels!r} is unknown; use one of {', '.join(CHANNELS)}")
+        if protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"data.protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}"
+            )
         self.info = DATASETS[name]
         if channels == "rgb" and self.info.channels == 1:
             raise ConfigError(
@@ -116,7 +148,9 @@ class VAEDataModule(L.LightningDataModule):
         self.root = Path(root).expanduser().resolve()
         self.download, self.binarize = download, binarize
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.val_size, self.seed = val_size, seed
+        self.val_size, self.seed, self.protocol = val_size, seed, protocol
+        # What the validation loop scores, and the name its metrics are logged under.
+        self.val_name = "test" if protocol == "study" else "val"
         self.splits: dict[str, InMemorySplit] = {}
         self._read_cache: dict[bool, tuple[Tensor, Tensor]] = {}
 
@@ -140,10 +174,11 @@ class VAEDataModule(L.LightningDataModule):
 
         cls = getattr(torchvision.datasets, self.info.tv_class)
         try:
+            self._check_files(train)
             # torchvision prints download attempts on stdout; a failure gets our one line.
             with contextlib.redirect_stdout(io.StringIO()):
                 ds = cls(str(self.root), train=train, download=download)
-        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        except Exception as e:  # any failure to read the files is a data problem: one line
             raise self._read_error(e, download) from e
         self._classes = list(ds.classes)
         images = torch.as_tensor(ds.data)
@@ -153,6 +188,18 @@ class VAEDataModule(L.LightningDataModule):
         if self.binarize:
             images = (images > 127).to(torch.uint8)  # pixel/255 > 0.5, the study's recipe
         return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+    def _check_files(self, train: bool) -> None:
+        """IDX headers against their lengths, before torchvision parses them (if they exist)."""
+        if self.info.channels != 1:
+            return
+        raw = self.root / self.info.files.split("/")[0] / "raw"
+        prefix = "train" if train else "t10k"
+        images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+        if images.is_file() and labels.is_file():
+            n_images, n_labels = check_idx(images, 3, self.info.size), check_idx(labels, 1)
+            if n_images != n_labels:
+                raise ValueError(f"{images.name} has {n_images} images, {labels.name} {n_labels}")
 
     def _read_error(self, e: Exception, download: bool) -> DataError:
         """One line: what is missing or broken under the root, and what to do."""
@@ -181,6 +228,11 @@ class VAEDataModule(L.LightningDataModule):
         if self.splits:  # already loaded (the CLI loads before fit to fail early)
             return
         images, labels = self._read(train=True)
+        self.splits["test"] = InMemorySplit(*self._read(train=False), self.binarize)
+        if self.protocol == "study":  # every training image; the test split each epoch
+            self.splits["train"] = InMemorySplit(images, labels, self.binarize)
+            self.splits["val"] = self.splits["test"]
+            return
         if not 0 < self.val_size < len(images):
             raise ConfigError(
                 f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
@@ -190,7 +242,6 @@ class VAEDataModule(L.LightningDataModule):
         val, train = order[: self.val_size], order[self.val_size :]
         self.splits["train"] = InMemorySplit(images[train], labels[train], self.binarize)
         self.splits["val"] = InMemorySplit(images[val], labels[val], self.binarize)
-        self.splits["test"] = InMemorySplit(*self._read(train=False), self.binarize)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         bs = self.batch_size if split == "train" else self.eval_batch_size

@@ -25,7 +25,15 @@ class NonFiniteLoss(UserError):
     exit_code = 1
 
 
-_CANNOT_WRITE = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.ENOTDIR, errno.EPERM}
+_CANNOT_WRITE = {
+    errno.ENOSPC,
+    errno.EACCES,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EPERM,
+    errno.ENAMETOOLONG,
+}
 
 
 def user_error(e: BaseException | None) -> UserError | None:

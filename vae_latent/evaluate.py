@@ -1,32 +1,27 @@
-"""``vae-latent-eval``: every test metric and figure of a trained checkpoint, without training.
+"""Evaluate a trained checkpoint without training: its test metrics, latent metrics and pictures.
 
 The checkpoint alone says what it was trained on (the datamodule's hyperparameters travel in
-it); ``dataset=``/``channels=`` evaluate it on other data of the same image shape instead.
+it); ``dataset=``/``channels=`` evaluate it on other data of the same image shape instead. The
+test goes through ``trainer.test`` with the configured callbacks, so every picture is drawn by
+the same code, from the same weights, as at the end of training.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vae_latent.cli import (
-    _conf_dir,
-    check_checkpoint,
-    device_name,
-    exit_if_failed,
-    job_failed,
-    run_app,
-    versions,
-    write_json,
-)
-from vae_latent.errors import DataError
+from vae_latent.errors import ConfigError, DataError, UserError
+from vae_latent.files import device_name, save_atomic, write_json
+from vae_latent.record import run_record
+from vae_latent.rundir import claimed
+from vae_latent.schema import validate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vae_latent")
 
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
@@ -45,28 +40,40 @@ def data_settings(cfg: DictConfig, trained: dict[str, Any]) -> dict[str, Any]:
     binarize = cfg.data.binarize
     if binarize is None:  # the recipe of the data being read (dataset/ sets it when given)
         binarize = trained.get("binarize", True)
+    own = {k: trained[k] for k in ("val_size", "seed", "protocol") if same and k in trained}
     return {
         "name": name,
         "channels": cfg.data.channels or trained.get("channels", "native"),
         "binarize": bool(binarize),
         # The training run's split of train/val, so the probes fit on the same images.
-        "val_size": trained.get("val_size", cfg.data.val_size) if same else cfg.data.val_size,
-        "seed": trained.get("seed", cfg.seed) if same else cfg.seed,
+        "val_size": own.get("val_size", cfg.data.val_size),
+        "seed": own.get("seed", cfg.seed),
+        "protocol": own.get("protocol", cfg.data.protocol or "validation"),
     }
 
 
-def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Test metrics, latent metrics and every figure of ``cfg.ckpt`` into ``out_dir``."""
+def evaluate(
+    cfg: DictConfig, out_dir: Path, hydra_files: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Test metrics, latent metrics and every picture of ``cfg.ckpt`` into ``out_dir``."""
+    with claimed(Path(out_dir)) as run_dir:
+        if run_dir.existing:
+            raise UserError(f"{out_dir} already holds results; choose another hydra.run.dir")
+        run_dir.start(hydra_files or {"config.yaml": cfg})
+        validate(cfg, app="eval")
+        return _evaluate(cfg, run_dir.path)
+
+
+def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     import lightning as L
-    import torch
     from hydra.utils import instantiate
 
-    import vae_latent
-    from vae_latent.callbacks import EpochGrid, LatentFigure, TensorBoardProjector, save_atomic
-    from vae_latent.cli import keep_freed_heap
+    from vae_latent import pictures
+    from vae_latent.checkpoint import check_checkpoint, epochs_done, load
     from vae_latent.data import DATASETS, VAEDataModule
-    from vae_latent.figures import grid, panels
+    from vae_latent.loop import keep_freed_heap, quiet_lightning
     from vae_latent.metrics import latent_metrics
+    from vae_latent.training import log_final_scalars
 
     ckpt_path = Path(str(cfg.ckpt)).expanduser().resolve()
     if not ckpt_path.is_file():
@@ -89,100 +96,63 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"{shape_text(datamodule.image_shape)}; pick data of the same shape"
         )
     same = (datamodule.name, datamodule.channels) == (trained.get("name"), trained.get("channels"))
-    if not same and trained.get("name") in DATASETS:  # the figures' titles say whose model
+    if not same and trained.get("name") in DATASETS:  # the pictures' titles say whose model
         trained_channels = "" if trained.get("channels") == "native" else f" {trained['channels']}"
         datamodule.model_trained_on = DATASETS[trained["name"]].display + trained_channels
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_heap()
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
+    try:
+        trainer = instantiate(
+            cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(out_dir)
+        )
+    except Exception as e:
+        raise ConfigError(f"trainer: {str(e).splitlines()[0]}") from e
     datamodule.prepare_data()
     datamodule.setup("test")
-    model = vae_latent.load(ckpt_path)
-    epoch = int(raw.get("epoch", -1)) + 1  # epochs the checkpoint had completed
-    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if "_target_" in cfg.logger else False
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=1,
-        logger=logger,
-        default_root_dir=str(out_dir),
-        max_epochs=max(epoch, 1),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
+    model = load(ckpt_path)
+    start = time.perf_counter()
+    (test,) = trainer.test(
+        model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False, weights_only=True
     )
-    (test,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    latent = latent_metrics(model, datamodule, **cfg.metrics)
-    # The figures' titles say which epoch they show: the checkpoint's.
-    trainer.fit_loop.epoch_progress.current.completed = epoch
-
-    for callback in (instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c):
-        if isinstance(callback, EpochGrid):
-            save_atomic(out_dir / "grid.png", callback.render(trainer, model).save)
-        elif isinstance(callback, LatentFigure):
-            callback.write(trainer, model, out_dir / f"{callback.name}.png")
-        elif isinstance(callback, TensorBoardProjector):
-            callback.on_fit_end(trainer, model)
+    device = trainer.strategy.root_device
+    model.to(device)  # Lightning moved it to the CPU at the end of test
+    latent = latent_metrics(model, datamodule, model.test_codes, **cfg.metrics)
+    epoch = epochs_done(raw)
     if cfg.sample.n > 0:
-        generator = torch.Generator().manual_seed(cfg.sample.seed)
-        images = model.sample(int(cfg.sample.n), generator=generator)
         info = DATASETS.get(trained.get("name", ""))
         model_of = f"{info.display} model  |  " if info else ""  # samples need no test data
         title = (
             f"{model_of}{cfg.sample.n} prior samples  |  z={model.hparams.latent_dim}  |  "
             f"seed {cfg.sample.seed}  |  {ckpt_path.name}, epoch {epoch}"
         )
-        save_atomic(out_dir / "samples.png", panels([("z ~ N(0, I)", grid(images))], title).save)
-
-    metrics = {
-        "status": "complete",
-        "checkpoint": str(ckpt_path),
-        "checkpoint_epoch": epoch,
-        "dataset": datamodule.name,
-        "channels": datamodule.channels,
-        "binarize": datamodule.binarize,
-        "image_shape": list(datamodule.image_shape),
-        "trained_on": {k: trained.get(k) for k in ("name", "channels", "binarize")},
-        "same_data_as_training": same,
-        "latent_dim": model.hparams.latent_dim,
-        "likelihood": model.hparams.likelihood,
-        "kl": model.hparams.kl,
-        "seed": cfg.seed,
-        "params": sum(p.numel() for p in model.parameters()),
-        "test_elbo": test["test/elbo"],
-        "test_recon": test["test/recon"],
-        "test_kl": test["test/kl"],
-        **latent,
-        "device": device_name(model.device),
-        "versions": versions(),
-    }
-    write_json(out_dir / "metrics.json", metrics)
+        image = pictures.samples(model, int(cfg.sample.n), int(cfg.sample.seed), title)
+        save_atomic(out_dir / "samples.png", lambda buffer: image.save(buffer, format="PNG"))
+    record = run_record(
+        model,
+        datamodule,
+        test,
+        latent,
+        seed=cfg.seed,
+        checkpoint_epoch=epoch,
+        accelerator=type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+        device=device_name(device),
+        checkpoint=str(ckpt_path),
+        trained_on={k: trained.get(k) for k in ("name", "channels", "binarize")},
+        same_data_as_training=same,
+        seconds=time.perf_counter() - start,
+    )
+    if trainer.logger:
+        log_final_scalars(trainer.logger, latent, epoch)
+    write_json(out_dir / "metrics.json", record)
     log.info(
         "%s on %s/%s: test ELBO %.2f nats; %s",
         ckpt_path,
         datamodule.name,
         datamodule.channels,
-        metrics["test_elbo"],
+        record["test_elbo"],
         out_dir,
     )
-    return metrics
-
-
-_failed: list[str] = []  # jobs of this process's multirun that failed
-
-
-@hydra.main(config_path=_conf_dir(), config_name="eval", version_base="1.3")
-def _eval_app(cfg: DictConfig) -> None:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        evaluate(cfg, out_dir)
-    except Exception as e:
-        job_failed(e, out_dir, "vae-latent-eval", _failed)
-
-
-def main() -> None:
-    """Console entry point ``vae-latent-eval``; exits 1 if any job of a multirun failed."""
-    run_app(_eval_app, "vae-latent-eval")
-    exit_if_failed("vae-latent-eval", _failed)
-
-
-if __name__ == "__main__":
-    main()
+    return record

@@ -114,7 +114,8 @@ def traversal_figure(
         _tile_centres(steps, size), [f"{round(o, 1) + 0.0:+.1f}" for o in offsets]
     )  # no "-0.0"
     ax.set_yticks(
-        _tile_centres(rows, size), [f"z{d}  KL {k:.2f}" for d, k in zip(dims, kl, strict=True)]
+        _tile_centres(rows, size),
+        [f"z{d + 1}  KL {k:.2f}" for d, k in zip(dims, kl, strict=True)],  # z1, z2, ...
     )
     ax.set_xlabel("offset from the reference image's mean code (prior standard deviations)")
     ax.set_ylabel("dimension (by KL)")

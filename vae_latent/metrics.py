@@ -8,27 +8,35 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_latent.model import ConvVAE, kl_to_prior, log_likelihood, log_prior_ratio
+from vae_latent.codes import Codes, encode_split
+from vae_latent.model import log_likelihood, log_prior_ratio
 
 
 @torch.inference_mode()
 def iw_log_px(
-    model: ConvVAE, x: Tensor, k: int, generator: torch.Generator | None = None, chunk: int = 250
+    model: Any,
+    x: Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    chunk: int = 250,
+    posterior: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per image with k posterior samples (Burda 2015).
 
     log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k; k=1 is the
-    single-sample ELBO on the same draw, and the bound tightens as k grows.
+    single-sample ELBO on the same draw, and the bound tightens as k grows. ``posterior`` is
+    q(z|x)'s (mean, logvar) when already encoded.
     """
     likelihood = model.hparams.likelihood
-    mean, logvar = model.encode(x)
+    mean, logvar = posterior if posterior is not None else model.encode(x)
+    mean, logvar = mean.to(x.device), logvar.to(x.device)
     eps = torch.randn(k, *mean.shape, generator=generator).to(mean)
     z = mean + torch.exp(0.5 * logvar) * eps  # (k, B, D)
     log_w = torch.empty(k, len(x), device=x.device)
     per = max(1, chunk // len(x))  # samples decoded at once, for bounded memory
     for s in range(0, k, per):
         zs = z[s : s + per]
-        logits = model.decode(zs.flatten(0, 1))
+        logits = model.decoder(zs.flatten(0, 1))
         xs = x.expand(len(zs), *x.shape).flatten(0, 1)
         log_px_z = log_likelihood(xs, logits, likelihood).view(len(zs), len(x))
         log_w[s : s + per] = log_px_z - log_prior_ratio(zs, mean, logvar)
@@ -36,29 +44,32 @@ def iw_log_px(
 
 
 def iw_nll(
-    model: ConvVAE,
-    images: Tensor,
+    model: Any,
+    images: Any,
     k: int = 1000,
     n_images: int = 1000,
     seed: int = 0,
     batch_size: int = 50,
-) -> float:
-    """Mean -log p(x) in nats per image over a seeded subset of ``images``."""
+    codes: Codes | None = None,
+) -> tuple[float, float]:
+    """Mean -log p(x) in nats per image over a seeded subset of ``images``, and its standard error.
+
+    ``images`` is a tensor or an in-memory split (only the subset is converted to floats); the
+    standard error is over the images (std of the per-image estimates / sqrt(n)).
+    """
     gen = torch.Generator().manual_seed(seed)
-    subset = images[torch.randperm(len(images), generator=gen)[:n_images]]
-    total = 0.0
-    for batch in subset.split(batch_size):
-        total += iw_log_px(model, batch.to(model.device), k, gen).sum().item()
-    return -total / len(subset)
-
-
-@torch.inference_mode()
-def encode_split(
-    model: ConvVAE, split: Any, batch_size: int = 1000
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Posterior means, log-variances and labels of a whole in-memory split, on the CPU."""
-    out = [(*model.encode(x.to(model.device)), y) for x, y in split.batches(batch_size)]
-    return tuple(torch.cat([o[i].cpu() for o in out]) for i in range(3))
+    index = torch.randperm(len(images), generator=gen)[:n_images]
+    per_image = []
+    for batch in index.split(batch_size):
+        posterior = None
+        if codes is not None:
+            posterior = (codes.means[batch].to(model.device), codes.logvars[batch].to(model.device))
+        x = images[batch] if isinstance(images, Tensor) else images.take(batch)[0]
+        x = x.to(model.device)
+        per_image.append(iw_log_px(model, x, k, gen, posterior=posterior).float().cpu())
+    nll = -torch.cat(per_image).double()
+    se = nll.std().item() / math.sqrt(len(nll)) if len(nll) > 1 else float("nan")
+    return nll.mean().item(), se
 
 
 def active_units(means: Tensor, threshold: float = 0.01) -> int:
@@ -68,7 +79,7 @@ def active_units(means: Tensor, threshold: float = 0.01) -> int:
 
 def kl_per_dim(means: Tensor, logvars: Tensor) -> Tensor:
     """Average closed-form KL(q(z_d|x) || N(0, 1)) over a split, per latent dimension."""
-    return kl_to_prior(means, logvars).mean(0)
+    return Codes(means, logvars, torch.empty(0)).kl_per_dim()
 
 
 def probes(
@@ -77,7 +88,7 @@ def probes(
     test_means: Tensor,
     test_labels: Tensor,
     knn_k: int = 5,
-    silhouette_sample: int = 2000,
+    silhouette_sample: int | None = 2000,
     seed: int = 0,
 ) -> dict[str, float]:
     """How linearly separable, locally consistent and clustered the classes are in mean space."""
@@ -91,39 +102,58 @@ def probes(
     xte, yte = test_means.numpy(), test_labels.numpy()
     linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(xtr, ytr)
     knn = KNeighborsClassifier(n_neighbors=knn_k).fit(xtr, ytr)
-    sample = min(silhouette_sample, len(xte))
-    return {
+    scores = {
         "linear_probe_acc": float(linear.score(xte, yte)),
         "knn_acc": float(knn.score(xte, yte)),
-        "silhouette": float(silhouette_score(xte, yte, sample_size=sample, random_state=seed)),
     }
+    if silhouette_sample:
+        sample = min(silhouette_sample, len(xte))
+        scores["silhouette"] = float(
+            silhouette_score(xte, yte, sample_size=sample, random_state=seed)
+        )
+    return scores
 
 
 def latent_metrics(
-    model: ConvVAE,
+    model: Any,
     datamodule: Any,
+    test_codes: Codes | None = None,
     iw_samples: int = 1000,
     iw_images: int = 1000,
     knn_k: int = 5,
     silhouette_sample: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every metric of a trained model on its datamodule's test split (probes fit on train)."""
-    was_training = model.training
-    model.eval()
+    """Every metric of a trained model on its datamodule's test split (probes fit on train).
+
+    ``test_codes`` is the test split's posterior when a test already encoded it.
+    """
+    from vae_latent.pictures import evaluating
+
     test, train = datamodule.splits["test"], datamodule.splits["train"]
-    test_means, test_logvars, test_y = encode_split(model, test)
-    train_means, _, train_y = encode_split(model, train)
-    test_x = test.tensors()[0]
-    nll = iw_nll(model, test_x, iw_samples, iw_images, seed) if iw_samples > 0 else None
-    kl = kl_per_dim(test_means, test_logvars)
-    model.train(was_training)
+    test_codes = test_codes or encode_split(model, test)
+    train_codes = encode_split(model, train)
+    nll = se = None
+    if iw_samples > 0:
+        with evaluating(model):
+            nll, se = iw_nll(model, test, iw_samples, iw_images, seed, codes=test_codes)
+    kl = test_codes.kl_per_dim()
+    pixels = math.prod(test.images.shape[1:])
     return {
         "iw_nll": nll,
-        "bits_per_dim": None if nll is None else nll / (test_x[0].numel() * math.log(2)),
+        "iw_nll_se": se,
+        "bits_per_dim": None if nll is None else nll / (pixels * math.log(2)),
         "iw_samples": iw_samples,
-        "iw_images": min(iw_images, len(test_x)),
-        "active_units": active_units(test_means),
+        "iw_images": min(iw_images, len(test)),
+        "active_units": active_units(test_codes.means),
         "kl_per_dim": [round(v, 4) for v in kl.tolist()],
-        **probes(train_means, train_y, test_means, test_y, knn_k, silhouette_sample, seed),
+        **probes(
+            train_codes.means,
+            train_codes.labels,
+            test_codes.means,
+            test_codes.labels,
+            knn_k,
+            silhouette_sample,
+            seed,
+        ),
     }

@@ -1,49 +1,25 @@
 """The pictures: files, sizes, pixels, GIF frames and TensorBoard contents, on fixture data."""
 
-import json
-
 import imageio.v3 as iio
 import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from vae_latent import figures
-from vae_latent.callbacks import EpochGrid, LatentTraversal, skip_idle_batch_hooks
-from vae_latent.cli import build, compose_config, train
+from vae_latent import figures, pictures
+from vae_latent.loop import skip_idle_batch_hooks
 from vae_latent.model import ConvVAE
+from vae_latent.training import build
 
-N_IMAGES = 4  # a 2x2 grid per panel
+from .conftest import TINY, compose, read_metrics, train_tiny
+
+N_IMAGES = 4  # a 2x2 grid per panel (the `trained` fixture's)
 FIGURES = ["latent_manifold.png", "latent_traversal.png", "latent_scatter.png", "interpolation.png"]
 
 
-def _config(data_root, *overrides):
-    return compose_config(
-        [
-            "dataset=mnist",
-            f"data.root={data_root}",
-            "data.val_size=40",
-            "data.batch_size=16",
-            "trainer.limit_train_batches=3",
-            "trainer.accelerator=cpu",
-            "trainer.max_epochs=2",
-            "trainer.enable_progress_bar=false",
-            f"callbacks.epoch_grid.n_images={N_IMAGES}",
-            "metrics.iw_samples=16",
-            *overrides,
-        ]
-    )
-
-
-def _train(out, data_root, *overrides):
-    return train(_config(data_root, *overrides), out)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, data_root):
-    out = tmp_path_factory.mktemp("run")
-    _train(out, data_root, "callbacks.latent_scatter.every_n_epochs=1")
-    return out
+@pytest.fixture
+def run(trained):
+    return trained
 
 
 def _panel(image: np.ndarray, index: int, size: int = 28, scale: int = 3) -> np.ndarray:
@@ -55,7 +31,13 @@ def _panel(image: np.ndarray, index: int, size: int = 28, scale: int = 3) -> np.
 
 
 def test_every_file_is_written(run):
-    for name in ["epochs/epoch_001.png", "epochs/epoch_002.png", "training.gif", *FIGURES]:
+    for name in [
+        "epochs/epoch_001.png",
+        "epochs/epoch_002.png",
+        "training.gif",
+        "grid.png",
+        *FIGURES,
+    ]:
         assert (run / name).is_file(), name
     # every_n_epochs=1 also keeps one scatter per epoch under latent/.
     assert sorted(p.name for p in (run / "latent").iterdir()) == [
@@ -80,7 +62,9 @@ def test_fixed_batch_is_the_same_every_epoch_and_run(run):
 
 def test_decoding_known_latents_gives_the_saved_pixels(run):
     # epoch_002 is drawn after the last training step, so last.ckpt holds the same weights.
-    model = ConvVAE.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    model = ConvVAE.load_from_checkpoint(
+        run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     model.eval()
     gen = torch.Generator().manual_seed(42)  # EpochGrid's seed is ${seed}
     torch.randperm(len(range(80)), generator=gen)  # the fixed test batch draws first
@@ -108,9 +92,10 @@ def test_tensorboard_has_images_projector_and_hparams(run):
         "latent_traversal",
         "latent_scatter",
         "interpolation",
+        "tested_grid",
     } <= images
     assert len(events.Images("epoch_grid")) == 2
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = read_metrics(run)
     assert events.Scalars("hp/test_elbo")[0].value == pytest.approx(metrics["test_elbo"], rel=1e-5)
     assert "dataset: mnist" in (run / "tensorboard" / "hparams.yaml").read_text()
     config = (run / "tensorboard" / "projector_config.pbtxt").read_text()
@@ -120,7 +105,7 @@ def test_tensorboard_has_images_projector_and_hparams(run):
 
 
 def test_latent_8_has_no_manifold_and_traversals_of_every_dim(tmp_path, data_root):
-    _train(tmp_path, data_root, "model.latent_dim=8", "trainer.max_epochs=1")
+    train_tiny(tmp_path, data_root, "model.latent_dim=8", "trainer.max_epochs=1")
     assert not (tmp_path / "latent_manifold.png").exists()
     for name in FIGURES[1:]:
         assert (tmp_path / name).is_file()
@@ -129,7 +114,7 @@ def test_latent_8_has_no_manifold_and_traversals_of_every_dim(tmp_path, data_roo
 def test_traversal_rows_follow_kl_and_sweep_one_dim_each():
     means = torch.zeros(5, 8)
     kl = torch.tensor([0.1, 3.0, 0.2, 2.0, 0.0, 1.0, 0.3, 0.4])
-    z, dims, offsets = LatentTraversal(max_dims=3, steps=5).codes(means, kl)
+    z, dims, offsets = pictures.traversal_codes(means, kl, max_dims=3, steps=5, span=3.0)
     assert dims == [1, 3, 5]
     z = z.view(3, 5, 8)
     for row, d in enumerate(dims):
@@ -144,18 +129,17 @@ def test_manifold_grid_is_the_studys_quantile_grid():
     assert torch.allclose(z[-1], torch.stack([q[2], q[0]]))  # bottom right: z1 max, z2 min
 
 
-def test_fixed_inputs_are_deterministic(run, data_root):
+def test_fixed_inputs_are_deterministic(data_root):
     from vae_latent.data import VAEDataModule
 
     dm = VAEDataModule(root=str(data_root), download=False, val_size=40)
     dm.prepare_data()
     dm.setup()
-    trainer = type("T", (), {"datamodule": dm})()
-    a, b = EpochGrid(n_images=4, seed=3), EpochGrid(n_images=4, seed=3)
-    xa, ea = a.fixed_inputs(trainer, 2)
-    xb, eb = b.fixed_inputs(trainer, 2)
+    test = dm.splits["test"]
+    xa, ea = pictures.fixed_inputs(test, 4, 2, seed=3)
+    xb, eb = pictures.fixed_inputs(test, 4, 2, seed=3)
     assert torch.equal(xa, xb) and torch.equal(ea, eb)
-    assert not torch.equal(EpochGrid(n_images=4, seed=4).fixed_inputs(trainer, 2)[1], ea)
+    assert not torch.equal(pictures.fixed_inputs(test, 4, 2, seed=4)[1], ea)
 
 
 def test_idle_batch_hooks_are_hidden_and_the_others_still_run(tmp_path, data_root):
@@ -166,16 +150,47 @@ def test_idle_batch_hooks_are_hidden_and_the_others_still_run(tmp_path, data_roo
         def on_before_zero_grad(self, trainer, pl_module, optimizer) -> None:
             self.n += 1
 
+    from vae_latent.callbacks import EpochGrid
+
     steps, grid = Steps(), EpochGrid(n_images=N_IMAGES)
     skip_idle_batch_hooks([steps, grid])
     assert grid.on_train_batch_end is None and steps.on_train_batch_start is None
     assert callable(steps.on_before_zero_grad) and callable(grid.on_validation_end)
 
-    datamodule, model, trainer, core = build(_config(data_root, "trainer.max_epochs=1"), tmp_path)
-    assert trainer.checkpoint_callback.on_before_backward is None  # Lightning's own too
-    assert callable(core["clock"].on_train_batch_end)  # overridden: kept
-    trainer.callbacks.append(steps)
-    trainer.fit(model, datamodule=datamodule)
-    assert steps.n == 3  # limit_train_batches=3
-    assert core["clock"].images == 3 * 16
+    run = build(compose(f"data.root={data_root}", *TINY, "trainer.max_epochs=1"), tmp_path)
+    assert run.trainer.checkpoint_callback.on_before_backward is None  # Lightning's own too
+    assert callable(run.clock.on_train_batch_end)  # overridden: kept
+    run.trainer.callbacks.append(steps)
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    assert steps.n == 4  # limit_train_batches=4
+    assert run.clock.images == 4 * 16
     assert (tmp_path / "epochs" / "epoch_001.png").is_file()
+
+
+def test_fit_end_pictures_come_from_the_tested_checkpoint(trained, app, data_root, tmp_path):
+    """The manifold drawn after training equals eval's on test_checkpoint, pixel for pixel."""
+    ckpt = trained / read_metrics(trained)["test_checkpoint"]
+    out = tmp_path / "eval"
+    proc = app(
+        f"ckpt={ckpt}",
+        f"data.root={data_root}",
+        "metrics.iw_samples=0",
+        f"hydra.run.dir={out}",
+        main="eval",
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in (
+        "latent_manifold.png",
+        "latent_traversal.png",
+        "latent_scatter.png",
+        "interpolation.png",
+    ):
+        assert np.array_equal(iio.imread(trained / name), iio.imread(out / name)), name
+
+
+def test_pictures_restore_the_model_mode_even_when_drawing_fails():
+    model = ConvVAE(latent_dim=2).train()
+    with pytest.raises(RuntimeError), pictures.evaluating(model):
+        assert not model.training
+        raise RuntimeError("drawing failed")
+    assert model.training

@@ -1,0 +1,88 @@
+"""Files a run writes and reads: atomic writes, JSON; what produced a number (versions, device)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def save_atomic(path: Path, data: bytes | Callable[[io.BytesIO], Any]) -> None:
+    """Write ``data`` (bytes, or a function that writes into a buffer) all at once or not at all.
+
+    The bytes are made in memory first, so a writer that fails mid-way (imageio, PIL, torch)
+    never touches the disk; then a temp file in the same folder is renamed over ``path``. A
+    full disk leaves the previous file as it was and names ``path`` in the error.
+    """
+    if not isinstance(data, bytes):
+        buffer = io.BytesIO()
+        data(buffer)
+        data = buffer.getvalue()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """JSON, indented, written atomically."""
+    save_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ValueError with the reason if it is damaged or not an object."""
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError("metrics.json is not text (binary or damaged)") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"metrics.json is not valid JSON (truncated?): {e.msg}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"metrics.json holds a {type(data).__name__}, not an object")
+    return data
+
+
+def versions() -> dict[str, str]:
+    """What produced a number: Python and the libraries that shape the results."""
+    from importlib.metadata import version
+
+    dists = {
+        "torch": "torch",
+        "torchvision": "torchvision",
+        "lightning": "lightning",
+        "hydra": "hydra-core",
+        "numpy": "numpy",
+        "scikit-learn": "scikit-learn",
+    }
+    return {"python": platform.python_version(), **{k: version(d) for k, d in dists.items()}}
+
+
+def device_name(device: Any) -> str:
+    """The GPU's name for a CUDA device, else the CPU model from /proc/cpuinfo."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

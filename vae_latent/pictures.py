@@ -1,0 +1,165 @@
+"""What each picture shows, as functions of (model, data): the callbacks and eval both call these.
+
+Each function decodes what it needs under ``torch.inference_mode`` with the model in eval mode
+(restored afterwards, also on an exception) and returns a PIL image or an (H, W, 3) array from
+``figures.py``. Latent dimensions are numbered z1, z2, ... everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from vae_latent import figures
+from vae_latent.codes import Codes
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Eval mode and no autograd inside; the model's mode is restored on the way out."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class LatentView:
+    """What the latent pictures are drawn from: a model, its test split's codes, the title."""
+
+    model: Any
+    codes: Codes
+    test: Any  # the test split (InMemorySplit): images for the projector's thumbnails
+    classes: list[str]
+    title: str
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.model.mean_image(z.to(self.model.device, self.model.dtype)).float().cpu()
+
+
+def fixed_inputs(test: Any, n_images: int, latent_dim: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The same test images and prior draws every epoch and every run with this seed."""
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(test), generator=gen)[:n_images]
+    eps = torch.randn(n_images, latent_dim, generator=gen)
+    return test.take(index)[0], eps
+
+
+def epoch_grid(
+    model: Any, test: Any, n_images: int, seed: int, title: str, scale: int = 3
+) -> Image.Image:
+    """A fixed test batch, its reconstructions (decoded posterior means) and fixed prior samples."""
+    x, eps = fixed_inputs(test, n_images, model.hparams.latent_dim, seed)
+    with evaluating(model):
+        mean, _ = model.encode(x.to(model.device))
+        recon = model.mean_image(mean)
+        samples = model.sample(eps)
+    named = [
+        ("test images", x),
+        ("reconstructions (posterior mean)", recon),
+        ("prior samples", samples),
+    ]
+    return figures.panels([(name, figures.grid(images)) for name, images in named], title, scale)
+
+
+def manifold(view: LatentView, size: int = 20) -> np.ndarray | None:
+    """Latent 2 only: the study's plot, decoded over an n×n grid of standard-normal quantiles."""
+    if view.codes.means.shape[1] != 2:
+        return None
+    with evaluating(view.model):
+        images = view.decode(figures.manifold_z(size))
+    title = f"{view.title}\ndecoded over N(0, 1) quantiles 5%–95%"
+    return figures.rendered(figures.manifold_figure(images, size, title))
+
+
+def traversal_codes(
+    means: Tensor, kl: Tensor, max_dims: int, steps: int, span: float, reference_index: int = 0
+) -> tuple[Tensor, list[int], Tensor]:
+    """Latents (rows * steps, D) to decode, the dims swept (0-based, by KL), and the offsets."""
+    dims = kl.argsort(descending=True)[:max_dims].tolist()
+    offsets = torch.linspace(-span, span, steps)
+    z = means[reference_index].repeat(len(dims), steps, 1)
+    for row, d in enumerate(dims):
+        z[row, :, d] += offsets
+    return z.flatten(0, 1), dims, offsets
+
+
+def traversal(
+    view: LatentView,
+    max_dims: int = 10,
+    steps: int = 11,
+    span: float = 3.0,
+    reference_index: int = 0,
+) -> np.ndarray:
+    """Each of the most informative dimensions swept over ±span around a test image's mean."""
+    kl = view.codes.kl_per_dim()
+    z, dims, offsets = traversal_codes(view.codes.means, kl, max_dims, steps, span, reference_index)
+    with evaluating(view.model):
+        images = view.decode(z)
+    shown = f"{len(dims)} of {len(kl)} dims" if len(dims) < len(kl) else f"all {len(kl)} dims"
+    title = f"{view.title}\nlatent traversals ({shown}, test image #{reference_index})"
+    fig = figures.traversal_figure(images, dims, kl[dims].tolist(), offsets.tolist(), title)
+    return figures.rendered(fig)
+
+
+def scatter(view: LatentView) -> np.ndarray:
+    """Test-split posterior means by class: the 2-D latent itself, or its top two PCs."""
+    means, labels = view.codes.means, view.codes.labels
+    if means.shape[1] == 2:
+        points, axes, how = means, ("z1 (posterior mean)", "z2 (posterior mean)"), "latent means"
+    else:
+        points, ratio = figures.pca_2d(means)
+        axes = (f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%} of variance)")
+        how = f"PCA of the {means.shape[1]}-D latent means"
+    title = f"{view.title}\n{how}, test split (n={len(labels):,})"
+    return figures.rendered(figures.scatter_figure(points, labels, view.classes, axes, title))
+
+
+def interpolation(
+    view: LatentView, pairs: list[list[int]] | None = None, steps: int = 10
+) -> np.ndarray:
+    """Decoded straight lines between class centroids (of test-split means) in latent space."""
+    means, labels, classes = view.codes.means, view.codes.labels, view.classes
+    present = [k for k in range(len(classes)) if (labels == k).any()]
+    centroids = {k: means[labels == k].mean(0) for k in present}
+    # Default: a chain through all classes, 0 -> 1 -> ... -> 9.
+    pairs = pairs or [[a, b] for a, b in zip(present, present[1:], strict=False)]
+    t = torch.linspace(0, 1, steps)[:, None]
+    z = torch.cat([(1 - t) * centroids[a] + t * centroids[b] for a, b in pairs])
+    with evaluating(view.model):
+        decoded = view.decode(z)
+    names = [(classes[a], classes[b]) for a, b in pairs]
+    title = f"{view.title}\ninterpolation between class centroids"
+    return figures.rendered(figures.interpolation_figure(decoded, names, steps, title))
+
+
+def projector(writer: Any, view: LatentView, max_points: int, step: int) -> None:
+    """Test-split latent means in TensorBoard's Embedding Projector, with thumbnails."""
+    n = min(max_points, len(view.codes))
+    images = view.test.take(torch.arange(n))[0]
+    names = [view.classes[k] for k in view.codes.labels[:n].tolist()]
+    writer.add_embedding(
+        view.codes.means[:n],
+        metadata=names,
+        label_img=images,
+        global_step=step,
+        tag="test_latent_means",
+    )
+
+
+def samples(model: Any, n: int, seed: int, title: str) -> Image.Image:
+    """``n`` prior samples drawn with ``seed``: the same pictures for the same seed."""
+    generator = torch.Generator().manual_seed(seed)
+    with evaluating(model):
+        images = model.sample(n, generator=generator)
+    return figures.panels([("z ~ N(0, I)", figures.grid(images))], title)

@@ -1,0 +1,115 @@
+"""A run directory owned by one process: its lock, its .hydra/ record and its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from vae_latent.errors import UserError
+from vae_latent.files import save_atomic
+
+LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
+
+
+class RunDirLock:
+    """An OS lock on a run directory: one process writes a run at a time.
+
+    ``flock`` on the directory itself: no lock file is left behind, and the kernel releases the
+    lock when the process dies, SIGKILL included. Without fcntl (Windows) it does nothing.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                f"{self.run_dir} is in use by another run (locked); wait for it to finish or "
+                "choose another hydra.run.dir"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def has_run(run_dir: Path) -> bool:
+    """Whether a run has already started in ``run_dir`` (more than a refused start's .hydra/)."""
+    names = ("metrics.json", "checkpoints", "tensorboard")
+    return any(Path(run_dir, name).exists() for name in names)
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process (DDP) run, from the launcher's environment.
+
+    The same variables, in the same order, as Lightning reads: a rank > 0 is a process that
+    Lightning started for a run rank 0 already owns.
+    """
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+class RunDir:
+    """A run directory this process holds the lock of; ``start`` writes .hydra/, opens the log.
+
+    In a process of rank > 0 it holds no lock and writes nothing: rank 0 owns the directory.
+    """
+
+    def __init__(self, path: Path, writer: bool = True) -> None:
+        self.path = Path(path)
+        self.writer = writer
+        # An earlier run is there: touch it only once the new one starts (rank 0 decides).
+        self.existing = writer and has_run(self.path)
+        self._log: logging.Handler | None = None
+
+    def start(self, files: dict[str, Any]) -> None:
+        """.hydra/ (the composed config and the overrides a resume composes again), then cli.log."""
+        if not self.writer:
+            return
+        for name, content in files.items():
+            save_atomic(self.path / ".hydra" / name, OmegaConf.to_yaml(content).encode())
+        if self._log is None:
+            self._log = logging.FileHandler(self.path / "cli.log", delay=True)
+            self._log.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+            logging.getLogger().addHandler(self._log)
+
+    def close(self) -> None:
+        if self._log is not None:
+            logging.getLogger().removeHandler(self._log)
+            self._log.close()
+            self._log = None
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[RunDir]:
+    """The run directory, locked for this process until the block ends (rank 0 only)."""
+    writer = process_rank() == 0
+    lock = RunDirLock(path)
+    if writer:
+        lock.acquire()
+    run_dir = RunDir(path, writer)
+    try:
+        yield run_dir
+    finally:
+        run_dir.close()
+        lock.release()
