@@ -294,7 +294,8 @@ def test_a_full_disk_is_one_line_naming_the_run_dir_and_leaves_no_half_file(full
     for ckpt in out.rglob("*.ckpt"):  # whatever was written is whole
         check_checkpoint(ckpt)
     assert os.path.isdir(out / ".hydra")
-    assert read_metrics(out)["status"] == "failed"
+    if (out / "metrics.json").exists():  # the failure record, if it still fitted, is whole
+        assert read_metrics(out)["status"] == "failed"
 
 
 def test_data_error_messages_name_the_file(data_root, tmp_path):

@@ -14,7 +14,8 @@ from vae_latent.metrics import (
     latent_metrics,
     probes,
 )
-from vae_latent.model import ConvVAE, elbo_terms
+from vae_latent.elbo import elbo_terms
+from vae_latent.model import ConvVAE
 
 
 def test_only_the_dims_that_vary_are_active():

@@ -5,7 +5,8 @@ import torch
 from torch.distributions import ContinuousBernoulli
 
 from vae_latent.errors import ConfigError
-from vae_latent.model import ConvVAE, elbo_terms, log_likelihood
+from vae_latent.elbo import elbo_terms, log_likelihood
+from vae_latent.model import ConvVAE
 
 
 @pytest.mark.parametrize(("shape", "params"), [((1, 28, 28), 69_989), ((3, 32, 32), 75_911)])

@@ -114,11 +114,13 @@ def test_latent_8_has_no_manifold_and_traversals_of_every_dim(tmp_path, data_roo
 def test_traversal_rows_follow_kl_and_sweep_one_dim_each():
     means = torch.zeros(5, 8)
     kl = torch.tensor([0.1, 3.0, 0.2, 2.0, 0.0, 1.0, 0.3, 0.4])
-    z, dims, offsets = pictures.traversal_codes(means, kl, max_dims=3, steps=5, span=3.0)
+    z, dims, values, _ = pictures.traversal_codes(means, kl, max_dims=3, steps=5, span=3.0)
     assert dims == [1, 3, 5]
     z = z.view(3, 5, 8)
     for row, d in enumerate(dims):
-        assert torch.equal(z[row, :, d], offsets)
+        assert torch.equal(z[row, :, d], torch.linspace(-3, 3, 5)) and torch.equal(
+            values[row], z[row, :, d]
+        )
         assert z[row].abs().sum() == z[row, :, d].abs().sum()  # nothing else moves
 
 
@@ -194,3 +196,56 @@ def test_pictures_restore_the_model_mode_even_when_drawing_fails():
         assert not model.training
         raise RuntimeError("drawing failed")
     assert model.training
+
+
+def test_the_posterior_grid_spans_the_test_means_quantiles():
+    means = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor(
+        [0.5, 2.0]
+    )
+    z1 = figures.posterior_quantiles(means[:, 0], 20)
+    z2 = figures.posterior_quantiles(means[:, 1], 20)
+    for axis, values in ((0, z1), (1, z2)):
+        want = torch.quantile(means[:, axis], torch.tensor([0.05, 0.95]))
+        torch.testing.assert_close(values[[0, -1]], want)  # the grid's range: 5%..95% of the means
+        assert torch.all(values[1:] >= values[:-1])
+    z = figures.grid_z(z1, z2)
+    assert torch.equal(z[0], torch.stack([z1[0], z2[-1]]))  # top left: smallest z1, largest z2
+    assert torch.equal(z[-1], torch.stack([z1[-1], z2[0]]))
+
+
+def test_traversal_ranges_prior_and_posterior():
+    means = torch.tensor([[0.0, 1.0], [2.0, -1.0], [4.0, 0.0], [6.0, 3.0]])
+    prior, labels = figures.traversal_values(means, [1, 0], 3, 2.0, 1, "prior")
+    assert torch.allclose(prior, torch.tensor([[-3.0, -1.0, 1.0], [0.0, 2.0, 4.0]]))
+    assert labels == ["-2.0", "+0.0", "+2.0"]
+    post, labels = figures.traversal_values(means, [0], 3, 2.0, 1, "posterior")
+    want = torch.quantile(means[:, 0], torch.tensor([0.01, 0.5, 0.99]))
+    assert torch.allclose(post[0], want) and labels == ["1%", "50%", "99%"]
+
+
+def test_traversal_gif_sweeps_there_and_back(trained):
+    frames = iio.imread(trained / "latent_traversal.gif", index=None)
+    steps = 11  # the default sweep: 11 steps, then 9 back (the ends are not repeated)
+    assert frames.shape[0] == 2 * steps - 2
+    assert np.array_equal(frames[1], frames[-1])  # step 1 comes again on the way back
+    assert not np.array_equal(frames[0], frames[steps - 1])  # the sweep moves the pictures
+    assert iio.immeta(trained / "latent_traversal.gif")["loop"] == 0
+
+
+def test_latent_metrics_are_logged_every_epoch(trained):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with open(trained / "latent_metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"active_units", "kl_total", "linear_probe_acc", "knn_acc", "kl_z1", "kl_z2"} <= set(
+        rows[0]
+    )
+    assert float(rows[0]["kl_total"]) == pytest.approx(
+        float(rows[0]["kl_z1"]) + float(rows[0]["kl_z2"])
+    )
+    events = EventAccumulator(str(trained / "tensorboard")).Reload()
+    assert len(events.Scalars("latent/linear_probe_acc")) == 2
+    assert [e.step for e in events.Scalars("latent/kl_z2")] == [4, 8]

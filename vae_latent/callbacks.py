@@ -95,6 +95,16 @@ class EpochGrid(L.Callback):
         write_picture(trainer, path, "tested_grid", self.render(trainer, pl_module, title), step)
 
 
+def write_gif(path: Path, frames: np.ndarray, duration_ms: int) -> None:
+    """An animated GIF, looping forever, written atomically (imageio: duration in ms)."""
+    import imageio.v3 as iio
+
+    save_atomic(
+        path,
+        lambda buffer: iio.imwrite(buffer, frames, extension=".gif", duration=duration_ms, loop=0),
+    )
+
+
 class TrainingGif(L.Callback):
     """At fit end: ``training.gif`` from the epoch grids in order, one frame each, looping."""
 
@@ -108,42 +118,50 @@ class TrainingGif(L.Callback):
         if not trainer.is_global_zero or not frames:
             return
         stack = np.stack([iio.imread(f) for f in frames])
-        # imageio >= 2.28 (pillow plugin): duration in milliseconds, loop=0 repeats forever.
-        save_atomic(
-            Path(trainer.default_root_dir, "training.gif"),
-            lambda buffer: iio.imwrite(
-                buffer, stack, extension=".gif", duration=self.duration_ms, loop=0
-            ),
-        )
+        write_gif(Path(trainer.default_root_dir, "training.gif"), stack, self.duration_ms)
 
 
 class LatentPicture(L.Callback):
-    """Base: ``name.png`` from the tested weights; ``latent/epoch_NNN_name.png`` every N epochs."""
+    """Base: ``name.png`` from the tested weights; ``latent/epoch_NNN_name.png`` every N epochs.
+
+    ``draw`` returns the picture, or (picture, animation frames) for a GIF beside it.
+    """
 
     name = "latent"
+    frame_ms = 150
 
     def __init__(self, every_n_epochs: int = 0) -> None:
         self.every_n_epochs = every_n_epochs
 
-    def draw(self, view: pictures.LatentView) -> np.ndarray | None:
+    def draw(self, view: pictures.LatentView) -> Any:
         raise NotImplementedError
 
-    def _view(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, codes: Any, title: str
-    ) -> Any:
+    def _write(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        codes: Any,
+        title: str,
+        path: Path,
+        step: int,
+    ) -> None:
         dm = trainer.datamodule
-        return pictures.LatentView(pl_module, codes, dm.splits["test"], list(dm.classes), title)
+        view = pictures.LatentView(pl_module, codes, dm.splits["test"], list(dm.classes), title)
+        drawn = self.draw(view)
+        if drawn is None:
+            return
+        image, frames = drawn if isinstance(drawn, tuple) else (drawn, None)
+        write_picture(trainer, path, self.name, image, step)
+        if frames is not None:
+            write_gif(path.with_suffix(".gif"), frames, self.frame_ms)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or pl_module.test_codes is None:
             return
         title = f"{run_label(trainer, pl_module)} — {tested_weights(trainer, pl_module)}"
-        image = self.draw(self._view(trainer, pl_module, pl_module.test_codes, title))
-        if image is not None:
-            step = pl_module.checkpoint_epoch or trainer.current_epoch
-            write_picture(
-                trainer, Path(trainer.default_root_dir, f"{self.name}.png"), self.name, image, step
-            )
+        step = pl_module.checkpoint_epoch or trainer.current_epoch
+        path = Path(trainer.default_root_dir, f"{self.name}.png")
+        self._write(trainer, pl_module, pl_module.test_codes, title, path, step)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n, epoch = self.every_n_epochs, epoch_done(trainer)
@@ -151,27 +169,25 @@ class LatentPicture(L.Callback):
             return
         codes = encode_split(pl_module, trainer.datamodule.splits["test"])
         title = f"{run_label(trainer, pl_module)} — epoch {epoch}"
-        image = self.draw(self._view(trainer, pl_module, codes, title))
-        if image is not None:
-            path = Path(trainer.default_root_dir, "latent", f"epoch_{epoch:03d}_{self.name}.png")
-            write_picture(trainer, path, self.name, image, epoch)
+        path = Path(trainer.default_root_dir, "latent", f"epoch_{epoch:03d}_{self.name}.png")
+        self._write(trainer, pl_module, codes, title, path, epoch)
 
 
 class LatentManifold(LatentPicture):
-    """Latent 2 only: the study's plot, decoded over an n×n grid of standard-normal quantiles."""
+    """Latent 2 only: the decoded manifold over the study's grid and/or where the data lives."""
 
     name = "latent_manifold"
 
-    def __init__(self, size: int = 20, every_n_epochs: int = 0) -> None:
+    def __init__(self, size: int = 20, grid: str = "both", every_n_epochs: int = 0) -> None:
         super().__init__(every_n_epochs)
-        self.size = size
+        self.size, self.grid = size, grid
 
     def draw(self, view: pictures.LatentView) -> np.ndarray | None:
-        return pictures.manifold(view, self.size)
+        return pictures.manifold(view, self.size, self.grid)
 
 
 class LatentTraversal(LatentPicture):
-    """Each of the most informative dimensions swept over ±span around a test image's mean."""
+    """The most informative dimensions swept one at a time: the picture and its GIF."""
 
     name = "latent_traversal"
 
@@ -181,14 +197,18 @@ class LatentTraversal(LatentPicture):
         steps: int = 11,
         span: float = 3.0,
         reference_index: int = 0,
+        ranges: str = "prior",
+        frame_ms: int = 150,
         every_n_epochs: int = 0,
     ) -> None:
         super().__init__(every_n_epochs)
         self.max_dims, self.steps, self.span = max_dims, steps, span
-        self.reference_index = reference_index
+        self.reference_index, self.ranges, self.frame_ms = reference_index, ranges, frame_ms
 
-    def draw(self, view: pictures.LatentView) -> np.ndarray:
-        return pictures.traversal(view, self.max_dims, self.steps, self.span, self.reference_index)
+    def draw(self, view: pictures.LatentView) -> tuple[np.ndarray, np.ndarray]:
+        return pictures.traversal(
+            view, self.max_dims, self.steps, self.span, self.reference_index, self.ranges
+        )
 
 
 class LatentScatter(LatentPicture):

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def run_app(app: Callable[[], Any], prog: str) -> None:
     # Library warnings go to the log (console and the run's log file); stderr keeps the
     # progress bar and our one-line errors.
     logging.captureWarnings(True)
+    threading.excepthook = _thread_error
     try:
         app()
     except (HydraException, OmegaConfBaseException) as e:
@@ -139,6 +141,17 @@ def run_app(app: Callable[[], Any], prog: str) -> None:
             raise
         print(f"{prog}: error: {cause}", file=sys.stderr)
         sys.exit(cause.exit_code)
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """A full disk in a writer thread (TensorBoard's): no traceback; the run reports it.
+
+    The writer keeps the error and raises it again on the next write or on close, in the
+    main thread, where it becomes the run's one-line error.
+    """
+    if isinstance(args.exc_value, OSError) and user_error(args.exc_value) is not None:
+        return
+    threading.__excepthook__(args)
 
 
 def _resume_argv(argv: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import struct
@@ -97,12 +98,39 @@ class InMemorySplit(Dataset):
 
     def batches(self, size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The split in order, as float batches (no full float copy of a large split)."""
+        order = torch.arange(len(self), device=self.images.device)
         for start in range(0, len(self), size):
-            yield self.take(torch.arange(start, min(start + size, len(self))))
+            yield self.take(order[start : start + size])
 
-    def tensors(self) -> tuple[Tensor, Tensor]:
-        """The whole split as float images in [0, 1] and labels."""
-        return self.images.float().mul_(self.scale), self.labels
+    def to(self, device: torch.device) -> InMemorySplit:
+        moved = copy.copy(self)
+        moved.images, moved.labels = self.images.to(device), self.labels.to(device)
+        return moved
+
+
+class DeviceBatches:
+    """Batches gathered on the split's device from an order drawn there: no host work per step.
+
+    A DataLoader's sampler yields Python indices, and copying them to a GPU each step waits for
+    the GPU; here one ``randperm`` per epoch runs on the device and a batch is a slice of it.
+    """
+
+    def __init__(self, split: InMemorySplit, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
+        self.generator = torch.Generator(device=split.images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n, device = len(self.split), self.split.images.device
+        order = (
+            torch.randperm(n, device=device, generator=self.generator)
+            if self.shuffle
+            else torch.arange(n, device=device)
+        )
+        for start in range(0, n, self.batch_size):
+            yield self.split.take(order[start : start + self.batch_size])
 
 
 def _as_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -125,6 +153,7 @@ class VAEDataModule(L.LightningDataModule):
         val_size: int = 5000,
         seed: int = 42,
         protocol: str = "validation",
+        on_device: bool = True,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -143,12 +172,13 @@ class VAEDataModule(L.LightningDataModule):
             )
         # Travels in checkpoints (datamodule_hyper_parameters): vae-latent-eval reads the same
         # data from a checkpoint alone. Paths stay out: they belong to the machine, not the run.
-        self.save_hyperparameters(ignore=["root", "download"], logger=False)
+        self.save_hyperparameters(ignore=["root", "download", "on_device"], logger=False)
         self.name, self.channels = name, channels
         self.root = Path(root).expanduser().resolve()
         self.download, self.binarize = download, binarize
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.seed, self.protocol = val_size, seed, protocol
+        self.on_device = on_device  # on one GPU, keep every split there
         # What the validation loop scores, and the name its metrics are logged under.
         self.val_name = "test" if protocol == "study" else "val"
         self.splits: dict[str, InMemorySplit] = {}
@@ -243,10 +273,22 @@ class VAEDataModule(L.LightningDataModule):
         self.splits["train"] = InMemorySplit(images[train], labels[train], self.binarize)
         self.splits["val"] = InMemorySplit(images[val], labels[val], self.binarize)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
         bs = self.batch_size if split == "train" else self.eval_batch_size
+        device = self._device()
+        if device.type == "cuda":  # one GPU: the splits live there, batches are gathered there
+            if self.splits[split].images.device != device:
+                self.splits = {k: v.to(device) for k, v in self.splits.items()}
+            return DeviceBatches(self.splits[split], bs, shuffle, self.seed)
         # No workers: a batch is one tensor gather, cheaper than any inter-process hop.
         return DataLoader(self.splits[split], batch_size=bs, shuffle=shuffle, collate_fn=_as_batch)
+
+    def _device(self) -> torch.device:
+        """The single CUDA device training runs on, else the CPU (DDP keeps its samplers)."""
+        trainer = self.trainer
+        if self.on_device and trainer is not None and trainer.world_size == 1:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from vae_latent.codes import Codes, encode_split
-from vae_latent.model import log_likelihood, log_prior_ratio
+from vae_latent.elbo import log_likelihood, log_prior_ratio
 
 
 @torch.inference_mode()
@@ -59,15 +59,17 @@ def iw_nll(
     """
     gen = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(images), generator=gen)[:n_images]
-    per_image = []
-    for batch in index.split(batch_size):
+    log_px = torch.empty(len(index), dtype=torch.float64)  # allocated once (see encode_split)
+    for start in range(0, len(index), batch_size):
+        batch = index[start : start + batch_size]
         posterior = None
         if codes is not None:
             posterior = (codes.means[batch].to(model.device), codes.logvars[batch].to(model.device))
         x = images[batch] if isinstance(images, Tensor) else images.take(batch)[0]
-        x = x.to(model.device)
-        per_image.append(iw_log_px(model, x, k, gen, posterior=posterior).float().cpu())
-    nll = -torch.cat(per_image).double()
+        log_px[start : start + len(batch)] = iw_log_px(
+            model, x.to(model.device), k, gen, posterior=posterior
+        ).cpu()
+    nll = -log_px
     se = nll.std().item() / math.sqrt(len(nll)) if len(nll) > 1 else float("nan")
     return nll.mean().item(), se
 

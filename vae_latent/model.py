@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import ContinuousBernoulli
 
-from vae_latent.codes import Codes, kl_to_prior
+from vae_latent.codes import CodeBuffer, Codes
+from vae_latent.elbo import elbo_terms
 from vae_latent.errors import ConfigError
 
 KL_ESTIMATORS = ("mc", "analytic")
@@ -54,49 +53,6 @@ def decoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Seque
     )
 
 
-def log_likelihood(x: Tensor, logits: Tensor, likelihood: str = "bernoulli") -> Tensor:
-    """log p(x|z) per image, summed over pixels, in nats.
-
-    ``bernoulli`` (the study's): minus BCE-with-logits; a normalized density only for binary x.
-    ``continuous_bernoulli``: normalized on [0, 1] (Loaiza-Ganem & Cunningham, 2019).
-    """
-    if likelihood == "continuous_bernoulli":
-        return ContinuousBernoulli(logits=logits, validate_args=False).log_prob(x).flatten(1).sum(1)
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-
-
-def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mean, exp(logvar)) summed over the last dimension."""
-    return -0.5 * ((z - mean).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi)).sum(
-        -1
-    )
-
-
-def log_prior_ratio(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
-    """log q(z|x) - log p(z) per image at the sampled z: the study's single-sample KL."""
-    return log_normal(z, mean, logvar) - log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-
-
-def elbo_terms(
-    x: Tensor,
-    logits: Tensor,
-    z: Tensor,
-    mean: Tensor,
-    logvar: Tensor,
-    kl: str = "mc",
-    likelihood: str = "bernoulli",
-) -> tuple[Tensor, Tensor]:
-    """Per-image reconstruction NLL and KL term in nats; the ELBO is ``-(recon + kl_term)``.
-
-    recon = -log p(x|z); the KL term is log q(z|x) - log p(z) at the sampled z (``kl="mc"``, the
-    study's estimator) or the closed form (``kl="analytic"``).
-    """
-    recon = -log_likelihood(x, logits, likelihood)
-    if kl == "analytic":
-        return recon, kl_to_prior(mean, logvar).sum(1)
-    return recon, log_prior_ratio(z, mean, logvar)
-
-
 class ConvVAE(L.LightningModule):
     """The study's CVAE; logs ELBO, reconstruction and KL (nats per image) per split."""
 
@@ -107,10 +63,13 @@ class ConvVAE(L.LightningModule):
         lr: float = 1e-4,
         kl: str = "mc",
         likelihood: str = "bernoulli",
+        step: str = "auto",
     ) -> None:
         super().__init__()
         if kl not in KL_ESTIMATORS:
             raise ConfigError(f"model.kl={kl!r} is unknown; use one of {', '.join(KL_ESTIMATORS)}")
+        if step not in ("auto", "lightning", "fused"):
+            raise ConfigError(f"model.step={step!r} is unknown; use auto, lightning or fused")
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
                 f"model.likelihood={likelihood!r} is unknown; use one of {', '.join(LIKELIHOODS)}"
@@ -125,6 +84,7 @@ class ConvVAE(L.LightningModule):
                 "lr": float(lr),
                 "kl": kl,
                 "likelihood": likelihood,
+                "step": step,
             },
             logger=False,
         )
@@ -132,9 +92,12 @@ class ConvVAE(L.LightningModule):
         self.decoder = decoder(*image_shape, latent_dim)
         # NHWC convolutions: oneDNN's fast path on CPU; the same numbers.
         self.to(memory_format=torch.channels_last)
-        # Per split, this epoch's per-image (recon, kl_term) of every batch, detached.
-        self._epoch_terms: dict[str, list[tuple[Tensor, Tensor]]] = {}
-        self._test_codes: list[tuple[Tensor, Tensor, Tensor]] = []
+        # Per split: this epoch's summed (recon, KL) on the device and its image count.
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._runner: Any = None  # the fused step's runner (configure_optimizers), or None
+        self.step_used = "lightning"  # which training step ran (metrics.json: step)
+        self._test_codes: CodeBuffer | None = None
         self.test_codes: Codes | None = None  # the test split's posterior, from the last test
         self.checkpoint_epoch: int | None = None  # epochs trained by the checkpoint last loaded
 
@@ -192,23 +155,45 @@ class ConvVAE(L.LightningModule):
         return self.elbo(x)[:2]
 
     # --- Lightning -----------------------------------------------------------------------
-    # Epoch means are kept on the device and logged once per epoch (no `self.log` or `.item()`
-    # per step: each costs host time, and `.item()` syncs a GPU). A step keeps detached views of
-    # its per-image terms, reduced at epoch end; the training ELBO per step is logged only at
-    # the logger's interval.
+    # Epoch means: running sums of (recon, KL) on the device, read once per epoch (no
+    # `self.log` or `.item()` per step: each costs host time, and `.item()` syncs a GPU). The
+    # training ELBO per step is logged only at the logger's interval.
+    def _accumulate(self, split: str, recon: Tensor, kl_term: Tensor) -> None:
+        sums = self._sums.get(split)
+        if sums is None:  # created once and zeroed in place: a CUDA graph writes into it
+            sums = self._sums[split] = recon.new_zeros(2)
+        sums += torch.stack((recon.detach().sum(), kl_term.detach().sum()))
+
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         recon, kl_term, mean, logvar = self.elbo(batch[0])
         self.last_step = (recon.detach(), kl_term.detach())  # read when the loss is not finite
-        self._epoch_terms.setdefault(split, []).append(self.last_step)
+        self._accumulate(split, recon, kl_term)
+        self._counts[split] = self._counts.get(split, 0) + len(recon)
         if split == "test":
-            self._test_codes.append((mean.detach(), logvar.detach(), batch[1]))
+            self._test_codes.add(mean.detach(), logvar.detach(), batch[1])
         return (recon + kl_term).mean()
 
+    def train_step(self, x: Tensor) -> Tensor:
+        """The fused step: zero grads, forward, ELBO, backward, Adam, epoch sums; returns the loss.
+
+        Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. The
+        optimizer is the one Lightning built (``configure_optimizers``).
+        """
+        optimizer = self._optimizer
+        optimizer.zero_grad(set_to_none=False)  # in the graph: the replay zeroes its own grads
+        recon, kl_term, _, _ = self.elbo(x)
+        loss = (recon + kl_term).mean()
+        loss.backward()
+        optimizer.step()
+        self.last_step = (recon.detach(), kl_term.detach())
+        self._accumulate("train", recon, kl_term)
+        return loss.detach()
+
     def _log_epoch(self, split: str) -> None:
-        terms = self._epoch_terms.pop(split, None)
-        if not terms:
+        sums, count = self._sums.get(split), self._counts.pop(split, 0)
+        if sums is None or not count:
             return
-        recon, kl_term = (torch.cat(t).mean() for t in zip(*terms, strict=True))
+        recon, kl_term = (sums / count).unbind()
         # The study's protocol scores the test split in the validation loop: logged as test/*.
         name = getattr(self.trainer.datamodule, "val_name", "val") if split == "val" else split
         self.log_dict(
@@ -216,12 +201,35 @@ class ConvVAE(L.LightningModule):
             prog_bar=split == "val",
             sync_dist=True,
         )
+        sums.zero_()  # after logging: log_dict keeps views of it until the epoch's values are read
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")
+        if self._runner is not None:
+            loss = self._runner(batch[0])
+            self._counts["train"] = self._counts.get("train", 0) + len(batch[0])
+        else:
+            loss = self._step(batch, "train")
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log("train/elbo_step", -loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    # With the fused step, the step already did backward, zero_grad and Adam: Lightning only
+    # counts the step (global_step, checkpoints, callbacks see an ordinary optimizer step).
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        if self._runner is None:
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        if self._runner is None:
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        if self._runner is None:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        else:
+            optimizer_closure()  # runs training_step: the fused step
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -236,32 +244,32 @@ class ConvVAE(L.LightningModule):
         self._log_epoch("val")
 
     def on_test_epoch_start(self) -> None:
-        self._test_codes, self.test_codes = [], None
+        loader = self.trainer.test_dataloaders
+        n = (
+            len(loader.sampler)
+            if loader is not None
+            else len(self.trainer.datamodule.splits["test"])
+        )
+        self._test_codes = CodeBuffer(n, self.hparams.latent_dim, self.device)
+        self.test_codes = None
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        self.test_codes = self._gather_codes(
-            self._test_codes, len(self.trainer.datamodule.splits["test"])
-        )
-        self._test_codes = []
+        self.test_codes = self._test_codes.gather(self, len(self.trainer.datamodule.splits["test"]))
 
-    def _gather_codes(self, parts: list[tuple[Tensor, Tensor, Tensor]], n: int) -> Codes:
-        """The whole test split's codes in order, also when DDP gave each rank a shard.
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        from vae_latent.steps import StepRunner, graph_capable
 
-        DistributedSampler (no shuffle) deals index i to rank i % world_size and pads the shards
-        to equal length, so interleaving the gathered shards restores the order.
-        """
-        means, logvars, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
-        if self.trainer.world_size > 1:
-            means, logvars, labels = (
-                self.all_gather(t).transpose(0, 1).flatten(0, 1)[:n]
-                for t in (means, logvars, labels)
-            )
-        return Codes(means.float().cpu(), logvars.float().cpu(), labels.cpu())
+        step = self.hparams.step
+        fused = step == "fused" or (step == "auto" and graph_capable(self.trainer))
+        graph = fused and graph_capable(self.trainer)
+        # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph.
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, capturable=graph)
+        self._optimizer = optimizer
+        self._runner = StepRunner(self.train_step, graph) if fused else None
+        self.step_used = "fused, CUDA graph" if graph else "fused" if fused else "lightning"
+        return optimizer
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Which epoch the weights are from: pictures and metrics.json say so.
         self.checkpoint_epoch = int(checkpoint.get("epoch", -1)) + 1
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -72,26 +72,61 @@ def epoch_grid(
     return figures.panels([(name, figures.grid(images)) for name, images in named], title, scale)
 
 
-def manifold(view: LatentView, size: int = 20) -> np.ndarray | None:
-    """Latent 2 only: the study's plot, decoded over an n×n grid of standard-normal quantiles."""
-    if view.codes.means.shape[1] != 2:
+MANIFOLD_GRIDS = ("prior", "posterior", "both")
+TRAVERSAL_RANGES = ("prior", "posterior")
+
+
+def manifold(view: LatentView, size: int = 20, grid: str = "both") -> np.ndarray | None:
+    """Latent 2 only: the decoded 2-D manifold, over the study's grid and/or the data's own.
+
+    ``prior``: the study's grid of N(0, 1) quantiles 5%..95%. ``posterior``: the same quantile
+    levels of the test split's posterior means per axis (where the data lives). ``both``: side
+    by side. The test means are drawn as marginal ticks on each.
+    """
+    means = view.codes.means
+    if means.shape[1] != 2:
         return None
+    q = figures.manifold_quantiles(size)
+    axes = {
+        "prior": (q, q, "the study's grid: N(0, 1) quantiles 5%–95%"),
+        "posterior": (
+            figures.posterior_quantiles(means[:, 0], size),
+            figures.posterior_quantiles(means[:, 1], size),
+            "where the data lives: quantiles 5%–95% of the test means",
+        ),
+    }
+    panels = []
     with evaluating(view.model):
-        images = view.decode(figures.manifold_z(size))
-    title = f"{view.title}\ndecoded over N(0, 1) quantiles 5%–95%"
-    return figures.rendered(figures.manifold_figure(images, size, title))
+        for name in ["prior", "posterior"] if grid == "both" else [grid]:
+            z1, z2, subtitle = axes[name]
+            images = view.decode(figures.grid_z(z1, z2))
+            panels.append(
+                {"images": images, "z1": z1, "z2": z2, "subtitle": subtitle, "means": means}
+            )
+    title = f"{view.title}\ndecoded latent manifold"
+    return figures.rendered(figures.manifold_figure(panels, title))
 
 
 def traversal_codes(
-    means: Tensor, kl: Tensor, max_dims: int, steps: int, span: float, reference_index: int = 0
-) -> tuple[Tensor, list[int], Tensor]:
-    """Latents (rows * steps, D) to decode, the dims swept (0-based, by KL), and the offsets."""
+    means: Tensor,
+    kl: Tensor,
+    max_dims: int,
+    steps: int,
+    span: float,
+    reference_index: int = 0,
+    ranges: str = "prior",
+) -> tuple[Tensor, list[int], Tensor, list[str]]:
+    """Codes (rows * steps, D) to decode: the reference code with one dimension swept per row.
+
+    The rows are the ``max_dims`` dimensions of highest KL; also returns their (rows, steps)
+    values and the column labels.
+    """
     dims = kl.argsort(descending=True)[:max_dims].tolist()
-    offsets = torch.linspace(-span, span, steps)
+    values, labels = figures.traversal_values(means, dims, steps, span, reference_index, ranges)
     z = means[reference_index].repeat(len(dims), steps, 1)
     for row, d in enumerate(dims):
-        z[row, :, d] += offsets
-    return z.flatten(0, 1), dims, offsets
+        z[row, :, d] = values[row]
+    return z.flatten(0, 1), dims, values, labels
 
 
 def traversal(
@@ -100,16 +135,26 @@ def traversal(
     steps: int = 11,
     span: float = 3.0,
     reference_index: int = 0,
-) -> np.ndarray:
-    """Each of the most informative dimensions swept over ±span around a test image's mean."""
+    ranges: str = "prior",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The most informative dimensions swept one at a time around a test image's code.
+
+    Returns the picture (rows = dimensions) and its animation (all dimensions side by side,
+    one frame per step of the same sweep, there and back).
+    """
     kl = view.codes.kl_per_dim()
-    z, dims, offsets = traversal_codes(view.codes.means, kl, max_dims, steps, span, reference_index)
+    z, dims, values, labels = traversal_codes(
+        view.codes.means, kl, max_dims, steps, span, reference_index, ranges
+    )
     with evaluating(view.model):
         images = view.decode(z)
     shown = f"{len(dims)} of {len(kl)} dims" if len(dims) < len(kl) else f"all {len(kl)} dims"
     title = f"{view.title}\nlatent traversals ({shown}, test image #{reference_index})"
-    fig = figures.traversal_figure(images, dims, kl[dims].tolist(), offsets.tolist(), title)
-    return figures.rendered(fig)
+    fig = figures.traversal_figure(images, dims, kl[dims].tolist(), values, labels, title, ranges)
+    gif_title = view.title.replace(" — ", "  |  ")  # PIL's built-in font has no em dash
+    where = "quantile" if ranges == "posterior" else "offset"
+    frames = figures.traversal_frames(images, dims, [f"{where} {x}" for x in labels], gif_title)
+    return figures.rendered(fig), frames
 
 
 def scatter(view: LatentView) -> np.ndarray:
@@ -146,10 +191,15 @@ def interpolation(
 def projector(writer: Any, view: LatentView, max_points: int, step: int) -> None:
     """Test-split latent means in TensorBoard's Embedding Projector, with thumbnails."""
     n = min(max_points, len(view.codes))
-    images = view.test.take(torch.arange(n))[0]
+    images = view.test.take(torch.arange(n))[0].cpu()
     names = [view.classes[k] for k in view.codes.labels[:n].tolist()]
+    means = view.codes.means[:n]
+    # The projector's 3-D PCA view draws nothing for 1- or 2-D data (NaN variance): zero columns
+    # make it 3-D without moving a point (z1, z2 stay its first components).
+    if means.shape[1] < 3:
+        means = torch.cat([means, means.new_zeros(n, 3 - means.shape[1])], dim=1)
     writer.add_embedding(
-        view.codes.means[:n],
+        means,
         metadata=names,
         label_img=images,
         global_step=step,

@@ -110,6 +110,10 @@ def claimed(path: Path) -> Iterator[RunDir]:
     run_dir = RunDir(path, writer)
     try:
         yield run_dir
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # e.g. TensorBoard's writer thread
+            raise OSError(e.errno, e.strerror, str(run_dir.path)) from e
+        raise
     finally:
         run_dir.close()
         lock.release()

@@ -45,7 +45,11 @@ FRACTION_OR_COUNT = Rule(int | float | None, low=0)
 
 # Ranges of parameters of the classes the configs build, by class path and parameter name.
 RANGES: dict[str, dict[str, Rule]] = {
-    "vae_latent.model.ConvVAE": {"latent_dim": count(1), "lr": POSITIVE},
+    "vae_latent.model.ConvVAE": {
+        "latent_dim": count(1),
+        "lr": POSITIVE,
+        "step": Rule(str, choices=("auto", "lightning", "fused")),
+    },
     "vae_latent.data.VAEDataModule": {
         "batch_size": count(1),
         "eval_batch_size": count(1),
@@ -70,19 +74,28 @@ RANGES: dict[str, dict[str, Rule]] = {
     },
     "vae_latent.callbacks.EpochGrid": {"n_images": count(1), "seed": SEED, "scale": count(1)},
     "vae_latent.callbacks.TrainingGif": {"duration_ms": count(1)},
-    "vae_latent.callbacks.LatentManifold": {"size": count(2), "every_n_epochs": count(0)},
+    "vae_latent.callbacks.LatentManifold": {
+        "size": count(2),
+        "grid": Rule(str, choices=("prior", "posterior", "both")),
+        "every_n_epochs": count(0),
+    },
     "vae_latent.callbacks.LatentTraversal": {
         "max_dims": count(1),
         "steps": count(2),
         "span": POSITIVE,
         "reference_index": count(0),
+        "ranges": Rule(str, choices=("prior", "posterior")),
+        "frame_ms": count(1),
         "every_n_epochs": count(0),
-        "fps": count(1),
     },
     "vae_latent.callbacks.LatentScatter": {"every_n_epochs": count(0)},
     "vae_latent.callbacks.ClassInterpolation": {"steps": count(2), "every_n_epochs": count(0)},
     "vae_latent.callbacks.TensorBoardProjector": {"max_points": count(1)},
-    "vae_latent.callbacks.LatentMetricsLog": {"every_n_epochs": count(0), "images": count(20)},
+    "vae_latent.epoch_metrics.LatentMetricsLog": {
+        "every_n_epochs": count(0),
+        "images": count(20),
+        "seed": SEED,
+    },
 }
 # Keys the apps pass themselves when they build the object: setting them in a config is a bug.
 APP_FILLED = {
@@ -252,7 +265,15 @@ def _cross_checks(cfg: dict[str, Any], app: str) -> None:
             f"channels=rgb needs a colour dataset but {name} has 1 channel; "
             "use channels=native or channels=gray"
         )
-    accelerator = (cfg.get("trainer") or {}).get("accelerator", cfg.get("accelerator"))
+    trainer = cfg.get("trainer") or {}
+    if model.get("step") == "fused" and (
+        trainer.get("gradient_clip_val") or (trainer.get("accumulate_grad_batches") or 1) > 1
+    ):
+        raise ConfigError(
+            "model.step=fused runs Adam inside the step: it cannot clip or accumulate gradients; "
+            "use model.step=lightning with trainer.gradient_clip_val/accumulate_grad_batches"
+        )
+    accelerator = trainer.get("accelerator", cfg.get("accelerator"))
     check_accelerator(accelerator, "trainer.accelerator" if app == "train" else "accelerator")
 
 

@@ -217,7 +217,7 @@ def _fit_test_record(
         world_size=trainer.world_size,
         fit_seconds=fit_seconds,
         post_fit_seconds=post_fit_seconds,
-        step=getattr(model, "step_kind", "eager"),
+        step=model.step_used,
     )
     if not trainer.is_global_zero:
         return record  # DDP: rank 0 writes
