@@ -55,3 +55,11 @@ def test_the_imports_have_no_cycles():
 def test_every_module_stays_small():
     sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
     assert {name: n for name, n in sizes.items() if n > 300} == {}
+
+
+def test_the_readme_structure_table_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme.split("## How it is built")[1].split("\n## ")[0]
+    modules = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py"}
+    missing = {m for m in modules if f"`{m}`" not in table and f"`vae_latent/{m}`" not in table}
+    assert missing == set()

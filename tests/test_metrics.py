@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vae_latent.data import VAEDataModule
+from vae_latent.elbo import elbo_terms
 from vae_latent.metrics import (
     active_units,
     iw_log_px,
@@ -14,7 +15,6 @@ from vae_latent.metrics import (
     latent_metrics,
     probes,
 )
-from vae_latent.elbo import elbo_terms
 from vae_latent.model import ConvVAE
 
 

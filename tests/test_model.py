@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.distributions import ContinuousBernoulli
 
-from vae_latent.errors import ConfigError
 from vae_latent.elbo import elbo_terms, log_likelihood
+from vae_latent.errors import ConfigError
 from vae_latent.model import ConvVAE
 
 

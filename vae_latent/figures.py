@@ -131,13 +131,17 @@ def _rug(ax: plt.Axes, means: Tensor, z1: list[float], z2: list[float], centres:
     inside = (m[:, 0] >= z1[0]) & (m[:, 0] <= z1[-1]) & (m[:, 1] >= z2[0]) & (m[:, 1] <= z2[-1])
     x = np.interp(m[:, 0], z1, centres)
     y = np.interp(m[:, 1], z2, centres[::-1])  # rows run from the largest z2 down
-    # Just outside the picture (one data unit is one pixel of the grid), not over the tiles.
-    bottom, left = ax.get_ylim()[0] + 7, ax.get_xlim()[0] - 7
+    # Just outside the picture (one data unit is one pixel of the grid), not over the tiles;
+    # the axes keep the picture's extent (the ticks are drawn unclipped beyond it).
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    bottom, left = ylim[0] + 7, xlim[0] - 7
     style = {"color": "tab:red", "alpha": 0.12, "markersize": 10, "clip_on": False}
     keep_x = (m[:, 0] >= z1[0]) & (m[:, 0] <= z1[-1])
     keep_y = (m[:, 1] >= z2[0]) & (m[:, 1] <= z2[-1])
     ax.plot(x[keep_x], np.full(keep_x.sum(), bottom), "|", **style)
     ax.plot(np.full(keep_y.sum(), left), y[keep_y], "_", **style)
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
     ax.tick_params(pad=16)
     return f"red ticks: test means; {1 - inside.mean():.0%} of them fall outside this grid"
 

@@ -169,7 +169,7 @@ class ConvVAE(L.LightningModule):
         self.last_step = (recon.detach(), kl_term.detach())  # read when the loss is not finite
         self._accumulate(split, recon, kl_term)
         self._counts[split] = self._counts.get(split, 0) + len(recon)
-        if split == "test":
+        if split == "test" and self._test_codes is not None:
             self._test_codes.add(mean.detach(), logvar.detach(), batch[1])
         return (recon + kl_term).mean()
 
@@ -201,7 +201,7 @@ class ConvVAE(L.LightningModule):
             prog_bar=split == "val",
             sync_dist=True,
         )
-        sums.zero_()  # after logging: log_dict keeps views of it until the epoch's values are read
+        sums.zero_()  # in place: a CUDA graph keeps writing into this tensor
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self._runner is not None:
@@ -244,18 +244,17 @@ class ConvVAE(L.LightningModule):
         self._log_epoch("val")
 
     def on_test_epoch_start(self) -> None:
-        loader = self.trainer.test_dataloaders
-        n = (
-            len(loader.sampler)
-            if loader is not None
-            else len(self.trainer.datamodule.splits["test"])
-        )
-        self._test_codes = CodeBuffer(n, self.hparams.latent_dim, self.device)
-        self.test_codes = None
+        self._test_codes = self.test_codes = None
+        splits = getattr(self.trainer.datamodule, "splits", {})
+        if "test" in splits:  # room for this rank's share (DistributedSampler pads evenly)
+            n = -(-len(splits["test"]) // self.trainer.world_size)
+            self._test_codes = CodeBuffer(n, self.hparams.latent_dim, self.device)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        self.test_codes = self._test_codes.gather(self, len(self.trainer.datamodule.splits["test"]))
+        if self._test_codes is not None:
+            n = len(self.trainer.datamodule.splits["test"])
+            self.test_codes = self._test_codes.gather(self, n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         from vae_latent.steps import StepRunner, graph_capable

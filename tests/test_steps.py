@@ -1,0 +1,199 @@
+"""The training step: plain eager, Lightning's, and the fused one (a CUDA graph on a GPU)."""
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+
+from vae_latent.model import ConvVAE
+from vae_latent.steps import StepRunner
+
+from .conftest import TINY, assert_one_line_error, read_metrics, train_tiny
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _batch(n=16, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 28, 28, generator=gen) > 0.5).float(), torch.zeros(n, dtype=torch.long)
+
+
+def _fixed_eps(monkeypatch, eps):
+    """Every reparameterization draws these eps: the same noise for every path compared."""
+    monkeypatch.setattr(
+        ConvVAE, "reparameterize", staticmethod(lambda m, lv: m + torch.exp(0.5 * lv) * eps.to(m))
+    )
+
+
+def _lightning_step(model, batch, accelerator="cpu"):
+    """One real Trainer.fit step of ``model`` on ``batch``; returns the logged step loss."""
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, train_dataloaders=_OneBatch(batch))
+    return trainer
+
+
+class _OneBatch:
+    """An iterable of one batch (a list would read as several dataloaders to Lightning)."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        yield self.batch
+
+    def __len__(self):
+        return 1
+
+
+@pytest.mark.parametrize("step", ["lightning", "fused"])
+def test_one_step_matches_the_plain_eager_step(monkeypatch, step):
+    """From the same weights and eps: the same loss and the same updated weights."""
+    torch.manual_seed(0)
+    base = ConvVAE(latent_dim=2, step="lightning")
+    x, y = _batch()
+    _fixed_eps(monkeypatch, torch.randn(16, 2, generator=torch.Generator().manual_seed(2)))
+
+    plain = copy.deepcopy(base)  # the plain PyTorch loop: forward, loss, backward, Adam
+    opt = torch.optim.Adam(plain.parameters(), lr=plain.hparams.lr)
+    recon, kl = plain(x)
+    plain_loss = (recon + kl).mean()
+    plain_loss.backward()
+    opt.step()
+
+    model = ConvVAE(latent_dim=2, step=step)
+    model.load_state_dict(base.state_dict())
+    trainer = _lightning_step(model, (x, y))
+    assert trainer.global_step == 1 and model.step_used == step
+    loss = trainer.callback_metrics["train/elbo_step"]
+    torch.testing.assert_close(-loss, plain_loss.detach())
+    for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_fused_and_lightning_steps_train_the_same_run(data_root, tmp_path):
+    lightning = train_tiny(tmp_path / "a", data_root, "model.step=lightning")
+    fused = train_tiny(tmp_path / "b", data_root, "model.step=fused")
+    assert (fused["step"], lightning["step"]) == ("fused", "lightning")
+    for key in ("epochs", "global_steps", "train_images", "checkpoint_epoch", "test_checkpoint"):
+        assert fused[key] == lightning[key], key
+    assert fused["test_elbo"] == pytest.approx(lightning["test_elbo"], abs=1e-4)
+    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    adam = ckpt["optimizer_states"][0]["state"][0]
+    assert float(adam["step"]) == fused["global_steps"]  # Adam's state travels in the checkpoint
+
+
+def test_a_fused_run_resumes_from_its_last_checkpoint(data_root, tmp_path, app):
+    run = tmp_path / "run"
+    args = [
+        f"data.root={data_root}",
+        *TINY,
+        "callbacks=none",
+        "model.step=fused",
+        f"hydra.run.dir={run}",
+    ]
+    assert app(*args, "trainer.max_epochs=1").returncode == 0
+    (run / "metrics.json").unlink()
+    done = app(*args, "trainer.max_epochs=2", "resume=true")
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = read_metrics(run)
+    assert (metrics["epochs"], metrics["global_steps"]) == (2, 8)
+    adam = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    assert float(adam["state"][0]["step"]) == 8  # resumed from step 4, not from zero
+
+
+def test_the_fused_step_refuses_clipping_and_accumulation(app, tmp_path):
+    proc = app(
+        "model.step=fused", "+trainer.gradient_clip_val=1.0", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    assert_one_line_error(proc, "model.step=fused", "clip")
+
+
+def test_the_runner_calls_the_step_once_per_batch_off_cuda():
+    calls = []
+    runner = StepRunner(lambda x: calls.append(x) or x.sum(), graph=False)
+    for i in range(5):
+        assert runner(torch.full((2,), float(i))) == 2 * i
+    assert len(calls) == 5 and not runner.captured
+
+
+# --- on a CUDA GPU --------------------------------------------------------------------------
+
+
+@cuda
+def test_the_graph_step_matches_eager_and_draws_fresh_noise_per_replay(monkeypatch):
+    torch.manual_seed(0)
+    base = ConvVAE(latent_dim=2).cuda()
+    x = _batch(32)[0].cuda()
+    graphed, eager = copy.deepcopy(base), copy.deepcopy(base)
+    for m, capturable in ((graphed, True), (eager, False)):
+        m._optimizer = torch.optim.Adam(m.parameters(), lr=1e-4, capturable=capturable)
+    runner = StepRunner(graphed.train_step, graph=True, warmup=3)
+    losses = []
+    for i in range(6):  # 3 eager warm-up steps, the captured one, 2 replays
+        torch.manual_seed(100 + i)
+        losses.append(runner(x).clone())
+        torch.manual_seed(100 + i)
+        want = eager.train_step(x)
+        torch.testing.assert_close(losses[-1], want, rtol=1e-4, atol=1e-3)
+    assert runner.captured
+    assert len({round(float(v), 4) for v in losses[3:]}) == 3  # the same x, fresh eps each replay
+    for a, b in zip(graphed.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@cuda
+def test_a_graph_run_counts_steps_resumes_and_names_the_gpu(data_root, tmp_path, app):
+    run = tmp_path / "run"
+    args = [
+        f"data.root={data_root}",
+        *[a for a in TINY if "accelerator" not in a],
+        "callbacks=none",
+    ]
+    args += ["trainer.accelerator=gpu", f"hydra.run.dir={run}"]
+    assert app(*args, "trainer.max_epochs=1").returncode == 0
+    first = read_metrics(run)
+    assert first["step"] == "fused, CUDA graph" and first["global_steps"] == 4
+    assert first["device"] == torch.cuda.get_device_name() and first["accelerator"] == "cuda"
+    (run / "metrics.json").unlink()
+    assert app(*args, "trainer.max_epochs=2", "resume=true").returncode == 0
+    metrics = read_metrics(run)
+    assert (metrics["epochs"], metrics["global_steps"]) == (2, 8)
+    eager = train_tiny(
+        tmp_path / "eager",
+        data_root,
+        "model.step=lightning",
+        "trainer.accelerator=gpu",
+        "callbacks=none",
+    )
+    assert eager["global_steps"] == metrics["global_steps"]
+
+
+@cuda
+def test_the_guard_stops_a_diverging_graph_run(data_root, tmp_path, app):
+    run = tmp_path / "run"
+    args = [
+        f"data.root={data_root}",
+        *[a for a in TINY if "accelerator" not in a],
+        "callbacks=none",
+    ]
+    proc = app(
+        *args,
+        "trainer.accelerator=gpu",
+        "model.lr=1e3",
+        "trainer.log_every_n_steps=1",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+    )
+    assert_one_line_error(proc, "non-finite loss", code=1)
+    assert read_metrics(run)["status"] == "failed"
