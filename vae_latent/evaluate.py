@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vae_latent.errors import ConfigError, DataError, UserError
-from vae_latent.files import device_name, save_atomic, write_json
+from vae_latent.files import save_atomic, write_json
 from vae_latent.record import run_record
 from vae_latent.rundir import claimed
 from vae_latent.schema import validate
@@ -133,12 +133,11 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     record = run_record(
         model,
         datamodule,
+        trainer,
         test,
         latent,
         seed=cfg.seed,
         checkpoint_epoch=epoch,
-        accelerator=type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
-        device=device_name(device),
         checkpoint=str(ckpt_path),
         trained_on={k: trained.get(k) for k in ("name", "channels", "binarize")},
         same_data_as_training=same,

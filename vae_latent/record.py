@@ -61,17 +61,18 @@ EVAL_KEYS = ("checkpoint", "trained_on", "same_data_as_training", "seconds")
 def run_record(
     model: Any,
     datamodule: Any,
+    trainer: Any,
     test: dict[str, float],
     latent: dict[str, Any],
     *,
     seed: int,
     checkpoint_epoch: int,
-    accelerator: str,
-    device: str,
     **extra: Any,
 ) -> dict[str, Any]:
     """metrics.json of a complete run: what was scored, the scores, and what produced them."""
     import torch
+
+    from vae_latent.files import device_name
 
     hp = model.hparams
     return {
@@ -92,8 +93,8 @@ def run_record(
         "test_recon": test["test/recon"],
         "test_kl": test["test/kl"],
         **latent,
-        "accelerator": accelerator,
-        "device": device,
+        "accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+        "device": device_name(trainer.strategy.root_device),  # the GPU's name on CUDA
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
         **extra,

@@ -63,23 +63,20 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
     return True
 
 
+def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None) -> None:
+    """Means with ± one sample std over seeds as error bars (none for a single seed)."""
+    means, stds = [s.mean for s in stats], [s.std or 0.0 for s in stats]
+    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+
+
 def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
     for protocol in sorted({p for p, _ in by_key}):
         for t in TIERS:
             pts = sorted((z, v[t]) for (p, z), v in by_key.items() if p == protocol and t in v)
-            if pts:  # error bars: ± one sample std over seeds, where there are several
+            if pts:
                 zs, stats = zip(*pts, strict=True)
-                label = TIER_NAMES[t] + (
-                    f" ({protocol})" if len({p for p, _ in by_key}) > 1 else ""
-                )
-                ax.errorbar(
-                    zs,
-                    [s.mean for s in stats],
-                    yerr=[s.std or 0.0 for s in stats],
-                    marker="o",
-                    capsize=3,
-                    label=label,
-                )
+                mixed = len({p for p, _ in by_key}) > 1
+                _errorbar(ax, zs, stats, TIER_NAMES[t] + (f" ({protocol})" if mixed else ""))
     sizes = sorted({z for _, z in by_key})
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(z) for z in sizes])
@@ -93,15 +90,7 @@ def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> Non
         present = [t for t in TIERS if t in by_tier]
         xs = [TIERS.index(t) for t in present]
         stats = [by_tier[t] for t in present]
-        label = f"{protocol} protocol" if len(by_key) > 1 else None
-        ax.errorbar(
-            xs,
-            [s.mean for s in stats],
-            yerr=[s.std or 0.0 for s in stats],
-            marker="o",
-            capsize=4,
-            label=label,
-        )
+        _errorbar(ax, xs, stats, f"{protocol} protocol" if len(by_key) > 1 else None)
     ax.set_xticks(range(len(TIERS)), [TIER_NAMES[t] for t in TIERS], rotation=15)
     ax.set_xlim(-0.4, len(TIERS) - 0.6)
     ax.set_xlabel("tier (data complexity →)")

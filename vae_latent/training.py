@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from vae_latent.config import continuation_conflict, saved_config
 from vae_latent.errors import ConfigError, UserError, user_error
-from vae_latent.files import device_name, read_json, write_json
+from vae_latent.files import read_json, write_json
 from vae_latent.record import record_failure, run_record, run_status
 from vae_latent.rundir import RunDir, claimed
 from vae_latent.schema import validate
@@ -200,12 +200,11 @@ def _fit_test_record(
     record = run_record(
         model,
         datamodule,
+        trainer,
         test,
         latent,
         seed=cfg.seed,
         checkpoint_epoch=model.checkpoint_epoch,
-        accelerator=type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
-        device=device_name(device),
         batch_size=datamodule.batch_size,
         epochs=trainer.current_epoch,
         global_steps=trainer.global_step,
