@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.config import conf_dir, resumed_overrides
-from vae_latent.errors import ConfigError, UserError, user_error
+from vae_latent.errors import ConfigError, RunDirBusy, UserError, user_error
 from vae_latent.record import record_failure, run_status
 
 log = logging.getLogger("vae_latent")
@@ -76,7 +76,8 @@ def _job_failed(e: Exception, out_dir: Path, cfg: DictConfig, prog: str) -> None
         print(message, file=sys.stderr)
         sys.exit(cause.exit_code)
     log.error(message, exc_info=cause is None)
-    if run_status(out_dir)[0] == "incomplete":  # failed before the run recorded anything
+    # Failed before the run recorded anything, in a directory this job may write.
+    if not isinstance(cause, RunDirBusy) and run_status(out_dir)[0] == "incomplete":
         record_failure(out_dir, cfg, str(cause or e))
 
 

@@ -19,6 +19,10 @@ class DataError(UserError):
     """Dataset or checkpoint files missing, unreadable or not downloadable."""
 
 
+class RunDirBusy(UserError):
+    """Another process holds the run directory: nothing may be written there."""
+
+
 class NonFiniteLoss(UserError):
     """Training diverged: the loss became NaN or infinite."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from vae_latent.errors import UserError
+from vae_latent.errors import RunDirBusy
 from vae_latent.files import save_atomic
 
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
@@ -39,7 +39,7 @@ class RunDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(
+            raise RunDirBusy(
                 f"{self.run_dir} is in use by another run (locked); wait for it to finish or "
                 "choose another hydra.run.dir"
             ) from None

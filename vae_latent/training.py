@@ -140,10 +140,8 @@ def _fit_and_score(
     trainer = run.trainer
     if run_dir.existing:  # the resumed run starts now: its config and log are updated
         run_dir.start(files)
-    if trainer.logger:
-        trainer.logger.log_hyperparams(
-            run_hparams(cfg)
-        )  # hparams.yaml; the metric comes at the end
+    if trainer.logger:  # hparams.yaml now; the metric comes with them at the end
+        trainer.logger.log_hyperparams(run_hparams(cfg))
     try:
         return _fit_test_record(cfg, out_dir, run, resume_from)
     except BaseException as e:
