@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vae_latent.files import save_atomic  # noqa: E402
 from vae_latent.sweep import INTERPRETABILITY, METRICS, NLL, TIER_NAMES, TIERS, grouped, run_order  # noqa: E402
@@ -47,6 +48,9 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
         ax.set_ylabel(METRICS[metric][0])
         ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
         ax.grid(alpha=0.3)
+        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
+            ax.set_ylim(0, max(sizes) + 0.5)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     spread = "; mean ± std over seeds" if seeds else ""
     if len(sizes) > 1:
         handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -58,7 +62,7 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
         fig.suptitle(
             f"Latent-space metrics across the tiers, simplest first (latent {sizes[0]}{spread})"
         )
-    fig.tight_layout(rect=(0, 0, 1, 0.91))
+    fig.tight_layout(rect=(0, 0, 1, 0.91 if len(sizes) > 1 else 0.96))
     _save(fig, path)
     return True
 
@@ -115,11 +119,11 @@ def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bo
     runs = [(r, m) for r, m in runs if m]
     if not runs:
         return False
-    fig, axes = plt.subplots(1, len(EPOCH_METRICS), figsize=(5 * len(EPOCH_METRICS), 4.6), dpi=110)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), dpi=110)
     colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TIERS)}
     styles = ["-", "--", ":", "-."]
     sizes = sorted({r["latent_dim"] for r, _ in runs})
-    for ax, (metric, label) in zip(axes, EPOCH_METRICS.items(), strict=True):
+    for ax, (metric, label) in zip(axes.flat, EPOCH_METRICS.items(), strict=True):
         shown: set[str] = set()
         for r, metrics in runs:
             name = f"{TIER_NAMES.get(r['tier'], r['tier'])}" + (
@@ -139,19 +143,23 @@ def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bo
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
+            ax.set_ylim(0, max(sizes) + 0.5)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(
         handles,
         labels,
         loc="upper center",
         ncol=min(len(labels), 6),
         frameon=False,
-        bbox_to_anchor=(0.5, 0.93),
+        bbox_to_anchor=(0.5, 0.955),
     )
     fig.suptitle(
         "Latent metrics over training (fixed test subset; one line per run, colour = tier)"
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.84))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save(fig, path)
     return True
 
