@@ -56,6 +56,7 @@ class _OneBatch:
         return 1
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
 @pytest.mark.parametrize("step", ["lightning", "fused"])
 def test_one_step_matches_the_plain_eager_step(monkeypatch, step):
     """From the same weights and eps: the same loss and the same updated weights."""
