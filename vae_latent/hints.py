@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import types
@@ -62,3 +63,17 @@ def describe(hint: Any) -> str:
     if hint in (Path, os.PathLike):
         return "a path"
     return ""
+
+
+@functools.cache
+def signature(target: str) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """The parameters and type hints of the class or function a ``_target_`` names."""
+    from hydra.utils import get_object
+
+    cls = get_object(target)
+    params = dict(inspect.signature(cls).parameters)
+    try:
+        hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
+    except Exception:  # hints that do not evaluate on this Python: check names only
+        hints = {}
+    return params, hints

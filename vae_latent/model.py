@@ -13,10 +13,8 @@ from torch.distributions import ContinuousBernoulli
 from vae_latent.codes import CodeBuffer, Codes
 from vae_latent.elbo import elbo_terms
 from vae_latent.errors import ConfigError
+from vae_latent.schema import KL_ESTIMATORS, LIKELIHOODS, STEPS
 
-KL_ESTIMATORS = ("mc", "analytic")
-KL_MODES = KL_ESTIMATORS  # the config key is model.kl
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 # log-variance is clamped here: exp(logvar) stays finite in float32 (see README, Numerics).
 LOGVAR_RANGE = (-30.0, 20.0)
 
@@ -68,8 +66,8 @@ class ConvVAE(L.LightningModule):
         super().__init__()
         if kl not in KL_ESTIMATORS:
             raise ConfigError(f"model.kl={kl!r} is unknown; use one of {', '.join(KL_ESTIMATORS)}")
-        if step not in ("auto", "lightning", "fused"):
-            raise ConfigError(f"model.step={step!r} is unknown; use auto, lightning or fused")
+        if step not in STEPS:
+            raise ConfigError(f"model.step={step!r} is unknown; use one of {', '.join(STEPS)}")
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
                 f"model.likelihood={likelihood!r} is unknown; use one of {', '.join(LIKELIHOODS)}"

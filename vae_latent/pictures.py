@@ -72,10 +72,6 @@ def epoch_grid(
     return figures.panels([(name, figures.grid(images)) for name, images in named], title, scale)
 
 
-MANIFOLD_GRIDS = ("prior", "posterior", "both")
-TRAVERSAL_RANGES = ("prior", "posterior")
-
-
 def manifold(view: LatentView, size: int = 20, grid: str = "both") -> np.ndarray | None:
     """Latent 2 only: the decoded 2-D manifold, over the study's grid and/or the data's own.
 

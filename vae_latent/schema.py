@@ -7,19 +7,22 @@ against the parameter's type hint) and against ``RANGES``; every other leaf need
 
 from __future__ import annotations
 
-import functools
-import inspect
 import re
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.errors import ConfigError
-from vae_latent.hints import conforms, describe
+from vae_latent.hints import conforms, describe, signature
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+# The choices of some settings; the code that uses them imports them from here.
+KL_ESTIMATORS = ("mc", "analytic")  # model.kl
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli")  # model.likelihood
+STEPS = ("auto", "lightning", "fused")  # model.step
+MANIFOLD_GRIDS = ("prior", "posterior", "both")  # callbacks.latent_manifold.grid
+TRAVERSAL_RANGES = ("prior", "posterior")  # callbacks.latent_traversal.ranges
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,8 @@ class Rule:
     pattern: str | None = None  # what a string value must match in full
 
 
-def count(low: int = 0, high: int | None = None, nullable: bool = False) -> Rule:
-    return Rule(int | None if nullable else int, low=low, high=high)
+def count(low: int = 0, high: int | None = None) -> Rule:
+    return Rule(int, low=low, high=high)
 
 
 SEED = count(0, SEED_MAX)
@@ -48,7 +51,7 @@ RANGES: dict[str, dict[str, Rule]] = {
     "vae_latent.model.ConvVAE": {
         "latent_dim": count(1),
         "lr": POSITIVE,
-        "step": Rule(str, choices=("auto", "lightning", "fused")),
+        "step": Rule(str, choices=STEPS),
     },
     "vae_latent.data.VAEDataModule": {
         "batch_size": count(1),
@@ -76,7 +79,7 @@ RANGES: dict[str, dict[str, Rule]] = {
     "vae_latent.callbacks.TrainingGif": {"duration_ms": count(1)},
     "vae_latent.callbacks.LatentManifold": {
         "size": count(2),
-        "grid": Rule(str, choices=("prior", "posterior", "both")),
+        "grid": Rule(str, choices=MANIFOLD_GRIDS),
         "every_n_epochs": count(0),
     },
     "vae_latent.callbacks.LatentTraversal": {
@@ -84,7 +87,7 @@ RANGES: dict[str, dict[str, Rule]] = {
         "steps": count(2),
         "span": POSITIVE,
         "reference_index": count(0),
-        "ranges": Rule(str, choices=("prior", "posterior")),
+        "ranges": Rule(str, choices=TRAVERSAL_RANGES),
         "frame_ms": count(1),
         "every_n_epochs": count(0),
     },
@@ -172,24 +175,10 @@ def _walk(node: dict[str, Any], prefix: str, leaves: dict[str, Rule]) -> None:
             raise ConfigError(f"{path} is not a setting of this app; check its spelling")
 
 
-@functools.cache
-def _signature(target: str) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
-    """The parameters and type hints of the class or function a ``_target_`` names."""
-    from hydra.utils import get_object
-
-    cls = get_object(target)
-    params = dict(inspect.signature(cls).parameters)
-    try:
-        hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
-    except Exception:  # hints that do not evaluate on this Python: check names only
-        hints = {}
-    return params, hints
-
-
 def _check_target(node: dict[str, Any], prefix: str) -> None:
     target = node["_target_"]
     try:
-        params, hints = _signature(target)
+        params, hints = signature(target)
     except Exception as e:
         raise ConfigError(f"{prefix}_target_={target} cannot be imported") from e
     open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -241,7 +230,6 @@ def _bounds(rule: Rule) -> str:
 def _cross_checks(cfg: dict[str, Any], app: str) -> None:
     """Settings that are fine alone but not together, or not on this machine."""
     from vae_latent.data import CHANNELS, DATASETS, PROTOCOLS
-    from vae_latent.model import KL_MODES, LIKELIHOODS
 
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
     name, channels = data.get("name"), data.get("channels")
@@ -249,7 +237,7 @@ def _cross_checks(cfg: dict[str, Any], app: str) -> None:
         ("data.name", name, tuple(DATASETS)),
         ("data.channels", channels, CHANNELS),
         ("data.protocol", data.get("protocol"), PROTOCOLS),
-        ("model.kl", model.get("kl"), KL_MODES),
+        ("model.kl", model.get("kl"), KL_ESTIMATORS),
         ("model.likelihood", model.get("likelihood"), LIKELIHOODS),
     ):
         if value is not None and value not in allowed:

@@ -14,8 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-STEPS = ("auto", "lightning", "fused")
-
 
 class StepRunner:
     """Calls ``step(x)`` once per batch, eagerly or through a CUDA graph.
