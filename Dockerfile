@@ -1,5 +1,6 @@
 # vae-latent on a GPU server. Build: docker build -t vae-latent .
-# Run:   docker run --gpus all -v $PWD/outputs:/app/outputs -v $PWD/data:/app/data vae-latent -m experiment=paper
+# Run:   docker run --gpus all --user "$(id -u):$(id -g)" -v $PWD/outputs:/app/outputs \
+#          -v $PWD/data:/app/data vae-latent -m experiment=paper
 # The official PyTorch CUDA runtime image brings torch and torchvision; pip keeps them.
 FROM pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime
 
@@ -10,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The install is the README's "Install" line (tests/test_docker.py checks they match).
+# The install is the README's non-editable `pip install` line (tests/test_scale.py checks).
 COPY pyproject.toml README.md ./
 COPY vae_latent/ vae_latent/
 COPY conf/ conf/
@@ -18,7 +19,8 @@ COPY conf/ conf/
 RUN pip install --no-cache-dir ".[sweep]"
 
 # Runs write outputs/ (run and sweep dirs) and read data/ (datasets; downloads land there).
-RUN useradd --create-home --uid 1000 vae \
+# A user for uid 1000 unless the base image has one already (Ubuntu 24.04 bases do).
+RUN (id -u 1000 >/dev/null 2>&1 || useradd --create-home --uid 1000 vae) \
     && mkdir -p /app/outputs /app/data \
     && chown 1000:1000 /app/outputs /app/data
 USER 1000:1000

@@ -1,10 +1,13 @@
 """vae-latent-eval: a checkpoint alone, scored and drawn on its own data or other data."""
 
+import re
+
 import imageio.v3 as iio
 import pytest
 import torch
+import yaml
 
-from .conftest import assert_one_line_error, read_metrics
+from .conftest import REPO, assert_one_line_error, read_metrics
 
 FIGURES = {
     "grid.png",
@@ -87,6 +90,8 @@ def test_eval_on_data_of_another_shape_is_one_line_naming_both(trained, app, dat
 
 
 def test_eval_rejects_a_missing_checkpoint_and_one_without_its_data(trained, app, tmp_path):
+    proc = app(f"hydra.run.dir={tmp_path / 'unset'}", main="eval")
+    assert_one_line_error(proc, "vae-latent-eval: error: ckpt is not set; pass ckpt=")
     proc = app(f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'a'}", main="eval")
     assert_one_line_error(proc, "nope.ckpt", "no such file")
     # A checkpoint from before the datamodule's settings travelled in it still loads...
@@ -120,3 +125,17 @@ def test_an_eval_multirun_with_a_failing_job_exits_1(trained, app, data_root, tm
     assert "1 job(s) failed" in proc.stderr and "dataset=cifar10" in proc.stderr
     status = sorted(read_metrics(p.parent)["status"] for p in sweep.glob("*/metrics.json"))
     assert status == ["complete", "failed"]
+
+
+def test_eval_help_lists_the_groups_it_takes_with_their_options_on_disk(app):
+    """conf/ is shared with vae-latent: the eval help names only eval.yaml's groups."""
+    proc = app("--help", main="eval")
+    assert proc.returncode == 0
+    listed = dict(re.findall(r"^(\w+): ([\w, ]+)$", proc.stdout.split("== Config ==")[0], re.M))
+    defaults = yaml.safe_load((REPO / "conf" / "eval.yaml").read_text())["defaults"]
+    groups = {next(iter(d)).removeprefix("optional ") for d in defaults if isinstance(d, dict)}
+    groups.discard("override hydra/job_logging")
+    assert set(listed) == groups
+    for group, options in listed.items():
+        on_disk = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+        assert options.split(", ") == on_disk, group

@@ -93,7 +93,7 @@ BAD = {
     "batch 0": (["data.batch_size=0"], "data.batch_size"),
     "eval batch 0": (["data.eval_batch_size=0"], "data.eval_batch_size"),
     "val size a word": (["data.val_size=abc"], "data.val_size"),
-    "seed a word": (["seed=abc"], "seed"),
+    "seed a word": (["seed=abc"], ": seed='abc'"),  # named as itself, not as data.seed
     "lr not a number": (["model.lr=fast"], "model.lr"),
     "unknown key": (["model.latentdim=4"], "model.latentdim"),
     "unknown key added": (["+model.latentdim=4"], "model.latentdim"),

@@ -6,8 +6,10 @@ import lightning as L
 import pytest
 import torch
 
+from vae_latent.errors import NonFiniteLoss
+from vae_latent.loop import NonFiniteGuard
 from vae_latent.model import ConvVAE
-from vae_latent.steps import StepRunner
+from vae_latent.steps import StepRunner, fused_blocker, match_capturable
 
 from .conftest import TINY, assert_one_line_error, read_metrics, train_tiny
 
@@ -113,11 +115,141 @@ def test_a_fused_run_resumes_from_its_last_checkpoint(data_root, tmp_path, app):
     assert float(adam["state"][0]["step"]) == 8  # resumed from step 4, not from zero
 
 
-def test_the_fused_step_refuses_clipping_and_accumulation(app, tmp_path):
-    proc = app(
-        "model.step=fused", "+trainer.gradient_clip_val=1.0", f"hydra.run.dir={tmp_path / 'r'}"
+@pytest.mark.parametrize(
+    "override, word",
+    [
+        ("+trainer.gradient_clip_val=1.0", "clip"),
+        ("+trainer.accumulate_grad_batches=2", "accumulate"),
+        ("trainer=ddp", "strategy=ddp"),
+        ("trainer.precision=bf16-mixed", "precision=bf16-mixed"),
+    ],
+)
+def test_the_fused_step_refuses_what_lightning_does_in_its_backward_or_step(
+    app, tmp_path, override, word
+):
+    proc = app("model.step=fused", override, f"hydra.run.dir={tmp_path / 'r'}")
+    assert_one_line_error(proc, "model.step=fused", word)
+
+
+@pytest.mark.parametrize(
+    "kwargs, why",
+    [
+        ({}, None),
+        ({"gradient_clip_val": 1.0}, "clipping"),
+        ({"accumulate_grad_batches": 2}, "accumulation"),
+        ({"precision": "bf16-mixed"}, "precision bf16-mixed"),
+        ({"strategy": "ddp"}, "DDPStrategy"),
+    ],
+)
+def test_the_auto_step_keeps_lightnings_step_where_lightning_does_that_work(kwargs, why):
+    """``model.step=auto`` fuses (and captures, on one GPU) only where nothing is skipped."""
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, **kwargs)
+    blocker = fused_blocker(trainer)
+    assert blocker is None if why is None else why in blocker
+
+
+def test_a_graph_runs_optimizer_state_loads_into_an_eager_run():
+    """A CUDA-graph run saves Adam with capturable=True; resumed on the CPU it must still step."""
+    torch.manual_seed(0)
+    model = ConvVAE(latent_dim=2)
+    saved = torch.optim.Adam(model.parameters(), lr=1e-4)
+    torch.stack(model(_batch()[0])).mean().backward()
+    saved.step()
+    state = saved.state_dict()
+    for group in state["param_groups"]:
+        group["capturable"] = True  # as the graph run's checkpoint holds it
+    plain = torch.optim.Adam(model.parameters(), lr=1e-4)
+    plain.load_state_dict(copy.deepcopy(state))
+    with pytest.raises((AssertionError, RuntimeError)):  # what a resume did before
+        plain.step()
+    eager = torch.optim.Adam(model.parameters(), lr=1e-4)
+    match_capturable(eager, False)
+    eager.load_state_dict(state)
+    assert not eager.param_groups[0]["capturable"] and state["param_groups"][0]["capturable"]
+    before = [p.detach().clone() for p in model.parameters()]
+    eager.step()
+    assert float(eager.state[next(model.parameters())]["step"]) == 2  # continued, not restarted
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+class _Losses(L.Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.parametrize("step", ["lightning", "fused"])
+def test_each_logged_step_loss_is_that_steps_own(tmp_path, step):
+    """TensorBoard's ``train/elbo_step`` at step s is the ELBO of batch s, not of an earlier one."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    losses = _Losses()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        log_every_n_steps=3,
+        logger=CSVLogger(tmp_path, name="", version=""),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[losses],
     )
-    assert_one_line_error(proc, "model.step=fused", "clip")
+    data = DataLoader(TensorDataset(*_batch(64)), batch_size=8)
+    trainer.fit(ConvVAE(latent_dim=2, step=step), data)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["train/elbo_step"]]
+    logged = {int(r["step"]): float(r["train/elbo_step"]) for r in rows}
+    assert sorted(logged) == [2, 5]  # every 3rd of 8 steps, 0-based
+    for s, value in logged.items():
+        assert value == pytest.approx(-losses.losses[s], rel=1e-6), s
+
+
+class _PoisonLastBatch(L.Callback):
+    """NaN weights before the second epoch's last batch: that step's loss is NaN."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == trainer.num_training_batches - 1:
+            with torch.no_grad():
+                next(pl_module.decoder.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.parametrize("validate", [True, False])
+def test_the_guard_stops_a_bad_epoch_before_it_is_checkpointed(tmp_path, validate):
+    """Between two reads of the loss (a GPU's logging interval) the epoch's sums still catch it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(*_batch(64)), batch_size=16)
+    guard = NonFiniteGuard()
+    guard.on_before_backward = None  # no per-step read: as on a GPU between two intervals
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=1 if validate else 0,
+        callbacks=[
+            _PoisonLastBatch(),
+            guard,
+            ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True),
+        ],
+    )
+    with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 8 \(NaN/inf\).*kept"):
+        trainer.fit(ConvVAE(latent_dim=2, step="lightning"), data, data if validate else None)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0  # the first epoch's, not the poisoned one
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
 
 def test_the_runner_calls_the_step_once_per_batch_off_cuda():
@@ -178,6 +310,31 @@ def test_a_graph_run_counts_steps_resumes_and_names_the_gpu(data_root, tmp_path,
         "callbacks=none",
     )
     assert eager["global_steps"] == metrics["global_steps"]
+
+
+@cuda
+def test_a_graph_run_takes_short_last_batches_and_resumes_an_eager_checkpoint(
+    data_root, tmp_path, app
+):
+    run = tmp_path / "run"
+    args = [
+        f"data.root={data_root}",
+        *[a for a in TINY if "accelerator" not in a and "limit_train" not in a],
+        "callbacks=none",
+        f"hydra.run.dir={run}",
+    ]  # 200 training images in batches of 16: 12 full batches and one of 8 per epoch
+    assert app(*args, "trainer.accelerator=cpu", "trainer.max_epochs=1").returncode == 0
+    (run / "metrics.json").unlink()
+    done = app(*args, "trainer.accelerator=gpu", "trainer.max_epochs=3", "resume=true")
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = read_metrics(run)
+    assert metrics["step"] == "fused, CUDA graph"
+    assert (metrics["epochs"], metrics["global_steps"]) == (3, 39)
+    assert metrics["test_elbo"] == metrics["test_elbo"]  # finite, not NaN
+    (run / "metrics.json").unlink()  # and back: the graph run's Adam state, eagerly on the CPU
+    done = app(*args, "trainer.accelerator=cpu", "trainer.max_epochs=4", "resume=true")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_metrics(run)["global_steps"] == 52
 
 
 @cuda

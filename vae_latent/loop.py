@@ -62,14 +62,19 @@ class NonFiniteGuard(L.Callback):
     """Stop at once when the training loss is NaN/inf or has diverged past ``max_loss`` nats.
 
     The logvar clamp keeps a diverging model finite (lr=1e3 reaches ~1e33 nats, not inf), so
-    a loss no image could have counts too. Checked before backward: the weights are those of
-    the last update; they become checkpoints/last.ckpt only if no earlier last.ckpt exists.
-    The loss is read on the host every step on CPU (free) and every logging interval on an
-    accelerator (no per-step sync).
+    a loss no image could have counts too. The loss is read on the host every step on CPU
+    (free) and every logging interval on an accelerator (no per-step sync); the epoch's sums are
+    read before every validation and at epoch end, so a loss that went bad between two reads
+    stops the run before ModelCheckpoint saves. The weights at the stop (those of the last
+    update; with ``model.step=fused`` the bad step's own update) become checkpoints/last.ckpt
+    only if no earlier last.ckpt exists and they are finite.
     """
 
     def __init__(self, max_loss: float = 1e10) -> None:
         self.max_loss = max_loss
+
+    def _bad(self, value: float) -> bool:
+        return not math.isfinite(value) or abs(value) > self.max_loss
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor
@@ -77,11 +82,32 @@ class NonFiniteGuard(L.Callback):
         if pl_module.device.type != "cpu" and trainer.global_step % trainer.log_every_n_steps:
             return
         value = float(loss.detach())
-        if math.isfinite(value) and abs(value) <= self.max_loss:
-            return
+        if self._bad(value):
+            recon, kl = (float(t.mean()) for t in pl_module.last_step)
+            self._stop(trainer, pl_module, value, recon, kl)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._check_epoch(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_epoch(trainer, pl_module)  # runs before ModelCheckpoint's (Lightning's order)
+
+    def _check_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        means = pl_module.epoch_means("train")
+        if means is not None and self._bad(sum(means)):
+            self._stop(trainer, pl_module, sum(means), *means)
+
+    def _stop(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        value: float,
+        recon: float,
+        kl: float,
+    ) -> None:
         from vae_latent.errors import NonFiniteLoss
 
-        recon, kl = (float(t.mean()) for t in pl_module.last_step)
         last = Path(trainer.default_root_dir, "checkpoints", "last.ckpt")
         if not last.is_file() and all(torch.isfinite(p).all() for p in pl_module.parameters()):
             trainer.save_checkpoint(last)
@@ -154,6 +180,8 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning").handlers.clear()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # Lightning vs new torch
+    # The fused step's eager warm-up before its CUDA graph capture is meant (README: GPU step).
+    warnings.filterwarnings("ignore", ".*but step\\(\\) is running without .* graph capture.*")
     # Testing a checkpoint (train's best, or eval's) needs no training callbacks restored.
     warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint.*")
     # A resume continues in its own checkpoints/ (a new run never starts in a used one).

@@ -94,6 +94,8 @@ class ConvVAE(L.LightningModule):
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
         self._runner: Any = None  # the fused step's runner (configure_optimizers), or None
+        self._last_means: Tensor | None = None  # the fused step's last (recon, KL) means
+        self.last_step: Any = None  # the last training step's (recon, KL): the guard reports it
         self.step_used = "lightning"  # which training step ran (metrics.json: step)
         self._test_codes: CodeBuffer | None = None
         self.test_codes: Codes | None = None  # the test split's posterior, from the last test
@@ -183,7 +185,12 @@ class ConvVAE(L.LightningModule):
         loss = (recon + kl_term).mean()
         loss.backward()
         optimizer.step()
-        self.last_step = (recon.detach(), kl_term.detach())
+        means = torch.stack((recon.detach().mean(), kl_term.detach().mean()))
+        if self._last_means is None:  # created once, written in place: a replay writes it
+            self._last_means = means
+        else:
+            self._last_means.copy_(means)
+        self.last_step = self._last_means
         self._accumulate("train", recon, kl_term)
         return loss.detach()
 
@@ -201,13 +208,23 @@ class ConvVAE(L.LightningModule):
         )
         sums.zero_()  # in place: a CUDA graph keeps writing into this tensor
 
+    def epoch_means(self, split: str) -> tuple[float, float] | None:
+        """This epoch's mean (recon, KL) per image so far, read on the host; None before a step."""
+        sums, count = self._sums.get(split), self._counts.get(split, 0)
+        if sums is None or not count:
+            return None
+        recon, kl_term = (sums / count).tolist()
+        return recon, kl_term
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self._runner is not None:
             loss = self._runner(batch[0])
             self._counts["train"] = self._counts.get("train", 0) + len(batch[0])
         else:
             loss = self._step(batch, "train")
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        # Lightning writes step logs after the batches where (step + 1) % N == 0, labelled with
+        # this step: logging on the same batches makes each point this step's own loss.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/elbo_step", -loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -255,13 +272,16 @@ class ConvVAE(L.LightningModule):
             self.test_codes = self._test_codes.gather(self, n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        from vae_latent.steps import StepRunner, graph_capable
+        from vae_latent.steps import StepRunner, fused_blocker, graph_capable, match_capturable
 
-        step = self.hparams.step
+        step, blocker = self.hparams.step, fused_blocker(self.trainer)
+        if step == "fused" and blocker:
+            raise ConfigError(f"model.step=fused cannot run here: {blocker}; use model.step=auto")
         fused = step == "fused" or (step == "auto" and graph_capable(self.trainer))
         graph = fused and graph_capable(self.trainer)
         # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph.
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, capturable=graph)
+        match_capturable(optimizer, graph)  # resuming a graph run's checkpoint eagerly, or back
         self._optimizer = optimizer
         self._runner = StepRunner(self.train_step, graph) if fused else None
         self.step_used = "fused, CUDA graph" if graph else "fused" if fused else "lightning"

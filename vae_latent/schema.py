@@ -147,6 +147,9 @@ LEAVES: dict[str, dict[str, Rule]] = {
 
 def validate(cfg: DictConfig, app: str = "train") -> None:
     """Raise ConfigError for the first setting of ``cfg`` unknown, mistyped or out of range."""
+    for key in sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra")):
+        what = "a checkpoint file written by vae-latent" if key == "ckpt" else "a value"
+        raise ConfigError(f"{key} is not set; pass {key}=<{what}>")
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that does not resolve
@@ -157,7 +160,10 @@ def validate(cfg: DictConfig, app: str = "train") -> None:
 
 
 def _walk(node: dict[str, Any], prefix: str, leaves: dict[str, Rule]) -> None:
-    for key, value in node.items():
+    items = list(node.items())
+    if not prefix:  # top-level settings first: a bad `seed` is named as itself, not as data.seed
+        items.sort(key=lambda item: isinstance(item[1], dict))
+    for key, value in items:
         path = f"{prefix}{key}"
         if path == "callbacks":  # free names: each entry is null or builds a callback
             for name, entry in (value or {}).items():
@@ -254,15 +260,24 @@ def _cross_checks(cfg: dict[str, Any], app: str) -> None:
             "use channels=native or channels=gray"
         )
     trainer = cfg.get("trainer") or {}
-    if model.get("step") == "fused" and (
-        trainer.get("gradient_clip_val") or (trainer.get("accumulate_grad_batches") or 1) > 1
-    ):
-        raise ConfigError(
-            "model.step=fused runs Adam inside the step: it cannot clip or accumulate gradients; "
-            "use model.step=lightning with trainer.gradient_clip_val/accumulate_grad_batches"
-        )
+    if model.get("step") == "fused":
+        _check_fused(trainer)
     accelerator = trainer.get("accelerator", cfg.get("accelerator"))
     check_accelerator(accelerator, "trainer.accelerator" if app == "train" else "accelerator")
+
+
+def _check_fused(trainer: dict[str, Any]) -> None:
+    """The fused step runs backward and Adam itself: what Lightning adds there cannot run."""
+    strategy, precision = trainer.get("strategy"), str(trainer.get("precision", "32-true"))
+    if trainer.get("gradient_clip_val") or (trainer.get("accumulate_grad_batches") or 1) > 1:
+        why = "it cannot clip or accumulate gradients"
+    elif strategy not in (None, "auto", "single_device"):
+        why = f"trainer.strategy={strategy} syncs gradients in Lightning's backward"
+    elif precision not in ("32-true", "32", "64-true", "64"):
+        why = f"trainer.precision={precision} casts or scales in Lightning's optimizer step"
+    else:
+        return
+    raise ConfigError(f"model.step=fused runs Adam inside the step: {why}; use model.step=auto")
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")

@@ -21,10 +21,10 @@ class StepRunner:
     With ``graph``: the first ``warmup`` batches run eagerly on a side stream (they are real
     steps: CUDA libraries allocate their workspaces there, as capture requires); the next
     batch is copied into a static input, its step captured, and the graph replayed for it and
-    every later batch. Tensors the step returns or writes (loss, gradients, Adam's state, the
-    epoch sums) keep their addresses, so a replay overwrites them in place. Random draws inside
-    the graph (the reparameterization's eps) advance per replay: PyTorch registers the default
-    CUDA generator with the graph.
+    every later batch of that size (a batch of another size runs eagerly). Tensors the step
+    returns or writes (loss, gradients, Adam's state, the epoch sums) keep their addresses, so a
+    replay overwrites them in place. Random draws inside the graph (the reparameterization's
+    eps) advance per replay: PyTorch registers the default CUDA generator with the graph.
     """
 
     def __init__(self, step: Callable[[Tensor], Tensor], graph: bool, warmup: int = 3) -> None:
@@ -33,6 +33,7 @@ class StepRunner:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._x: Tensor | None = None
         self._loss: Tensor | None = None
+        self._shape: torch.Size | None = None
 
     @property
     def captured(self) -> bool:
@@ -40,6 +41,8 @@ class StepRunner:
 
     def __call__(self, x: Tensor) -> Tensor:
         self.calls += 1
+        if self._shape is None:  # the graph is captured for the first batch's size
+            self._shape = x.shape
         if not self.graph:
             return self.step(x)
         if self.calls <= self.warmup:
@@ -49,6 +52,11 @@ class StepRunner:
                 loss = self.step(x)
             torch.cuda.current_stream(x.device).wait_stream(side)
             return loss
+        if x.shape != self._shape:
+            # A batch of another size (an epoch's last, when the split does not divide): an
+            # eager step. It updates the same gradients, Adam state and sums in place, so the
+            # graph stays valid and the step counts stay those of the eager path.
+            return self.step(x)
         if self._graph is None:  # capture records the kernels without running them...
             self._x = x.clone()
             self._graph = torch.cuda.CUDAGraph()
@@ -60,8 +68,40 @@ class StepRunner:
         return self._loss
 
 
+def fused_blocker(trainer: object) -> str | None:
+    """Why this trainer cannot run the fused step, or None: Lightning would skip work it does."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    if not isinstance(trainer.strategy, SingleDeviceStrategy):
+        return f"{type(trainer.strategy).__name__} syncs gradients in Lightning's backward"
+    if str(trainer.precision) not in ("32-true", "32", "64-true", "64"):
+        return f"precision {trainer.precision} casts or scales in Lightning's optimizer step"
+    if trainer.gradient_clip_val:
+        return "gradient clipping runs in Lightning's optimizer step"
+    if trainer.accumulate_grad_batches > 1:
+        return "gradient accumulation skips optimizer steps"
+    return None
+
+
 def graph_capable(trainer: object) -> bool:
     """Whether a fused step can be captured: one CUDA device, 32-bit weights and math."""
     device = trainer.strategy.root_device
     precision = str(trainer.precision)
-    return device.type == "cuda" and trainer.world_size == 1 and precision in ("32-true", "32")
+    return (
+        device.type == "cuda" and fused_blocker(trainer) is None and precision in ("32-true", "32")
+    )
+
+
+def match_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Load any checkpoint's optimizer state in this run's mode, graph or eager.
+
+    ``load_state_dict`` takes the saved groups' ``capturable`` flag: a graph run's state would
+    fail in an eager (CPU) run, and an eager run's state cannot be captured. Setting the flag
+    before loading also puts Adam's step count where the mode needs it.
+    """
+
+    def hook(_: torch.optim.Optimizer, state: dict) -> dict:
+        groups = [{**group, "capturable": capturable} for group in state["param_groups"]]
+        return {**state, "param_groups": groups}
+
+    optimizer.register_load_state_dict_pre_hook(hook)
