@@ -109,8 +109,9 @@ def test_report_states_conclusion_failures_and_incomparable_nll(sweep):
     assert "`d`: **failed** — vae-latent: error: boom" in text
     assert "`e`: **incomplete**" in text
     assert "0.170 †" in text  # the CIFAR-10 Bernoulli row is flagged...
-    ranking = [line for line in text.splitlines() if line.startswith("- **bits/dim**")][0]
-    assert "CIFAR-10" not in ranking  # ...and left out of the NLL ranking
+    for metric in ("bits/dim", "test ELBO"):  # ...and left out of the likelihood rankings
+        ranking = [line for line in text.splitlines() if line.startswith(f"- **{metric}")][0]
+        assert "CIFAR-10" not in ranking and "MNIST" in ranking
     probe = [line for line in text.splitlines() if line.startswith("- **linear-probe")][0]
     assert (
         probe.index("MNIST (0.900)")
@@ -126,6 +127,36 @@ def test_conclusion_follows_the_numbers(tmp_path):
     make_run(tmp_path, "c", "mnist", "native", 8, metrics=good(0.9, 0.95, 0.4))
     make_run(tmp_path, "d", "fashion_mnist", "native", 8, metrics=good(0.6, 0.7, 0.2))
     assert conclusion(collect(tmp_path))[0].startswith("**The study's conclusion holds in part**")
+
+
+def test_single_runs_say_no_spread_is_known(tmp_path):
+    make_run(tmp_path, "a", "mnist", "native", 2, metrics=good(0.9, 0.9, 0.4))
+    make_run(tmp_path, "b", "fashion_mnist", "native", 2, metrics=good(0.8, 0.8, 0.3))
+    lines = conclusion(collect(tmp_path))
+    assert lines[0].startswith("**The study's conclusion holds**")
+    assert any("no spread over seeds is known" in line for line in lines)
+
+
+def test_differences_within_seed_noise_leave_the_conclusion_undecided(tmp_path):
+    for seed, (m, f) in enumerate(((0.5, 0.52), (0.7, 0.72)), start=1):
+        make_run(tmp_path, f"m{seed}", "mnist", "native", 2, seed, good(m, m, m))
+        make_run(tmp_path, f"f{seed}", "fashion_mnist", "native", 2, seed, good(f, f, f))
+    lines = conclusion(collect(tmp_path))
+    assert lines[0].startswith("**The study's conclusion cannot be decided**"), lines[0]
+    assert not any("no spread" in line for line in lines)
+
+
+def test_runs_of_other_recipes_are_neither_pooled_as_seeds_nor_ranked_together(tmp_path):
+    """An lr search at one seed: each learning rate is its own comparison of the tiers."""
+    for lr, (m, f) in ((1e-4, (0.9, 0.7)), (1e-3, (0.5, 0.3))):
+        for name, dataset, value in (("m", "mnist", m), ("f", "fashion_mnist", f)):
+            metrics = {**good(value, value, value), "lr": lr}
+            make_run(tmp_path, f"{name}{lr:g}", dataset, "native", 2, metrics=metrics)
+    lines = conclusion(collect(tmp_path))
+    assert lines[0].startswith("**The study's conclusion holds**"), lines[0]  # pooled: ≈
+    assert any("latent 2, lr=0.001:" in line for line in lines)
+    assert any("latent 2, lr=0.0001:" in line for line in lines)
+    assert not any("seeds)" in line for line in lines)
 
 
 def test_one_tier_cannot_be_judged(tmp_path):

@@ -48,6 +48,21 @@ def test_sigkill_inside_an_epoch_then_resume(data_root, tmp_path, app):
     assert metrics["batch_size"] == 1  # the resumed run kept its own config, not the defaults
 
 
+def test_a_resumed_run_keeps_its_earlier_latent_metrics_rows(data_root, tmp_path, app):
+    run = tmp_path / "run"
+    log = "{_target_:vae_latent.epoch_metrics.LatentMetricsLog,images:50}"
+    args = [f"data.root={data_root}", *TINY, "callbacks=none", f"+callbacks.latent_metrics={log}"]
+    args.append(f"hydra.run.dir={run}")
+    assert app(*args, "trainer.max_epochs=1").returncode == 0
+    (run / "metrics.json").unlink()
+    done = app(*args, "trainer.max_epochs=3", "resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(run / "latent_metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [4, 8, 12]
+
+
 @pytest.fixture
 def unfinished(data_root, tmp_path, app):
     """A latent-8 run killed after its first epoch (as if): checkpoint, no metrics.json."""

@@ -49,7 +49,7 @@ class LatentMetricsLog(L.Callback):
         return Path(trainer.default_root_dir, "latent_metrics.csv")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """The subsets (seeded), and a resumed run's earlier rows up to its restored epoch."""
+        """The subsets (seeded)."""
         gen = torch.Generator().manual_seed(self.seed)
         splits = trainer.datamodule.splits
         self.subsets = {
@@ -58,6 +58,9 @@ class LatentMetricsLog(L.Callback):
             )
             for name in ("train", "test")
         }
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed run's earlier rows up to its restored epoch (restored after on_fit_start)."""
         self.rows = []
         path = self._path(trainer)
         if path.is_file():  # resume: keep what the restored epochs logged, drop the rest

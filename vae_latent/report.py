@@ -87,19 +87,15 @@ def stat_text(stat: Stat) -> str:
     return fmt(stat.mean) if stat.std is None else f"{fmt(stat.mean)} ± {fmt(stat.std)}"
 
 
-def _where(key: tuple[str, int], protocols: set[str]) -> str:
-    """'latent 2', or 'latent 2, study protocol' when the sweep mixes protocols."""
-    protocol, z = key
-    return f"latent {z}" + (f", {protocol} protocol" if len(protocols) > 1 else "")
-
-
-def _protocols(rows: list[dict[str, Any]]) -> set[str]:
-    return {r["protocol"] for r in rows if r["status"] == "complete"}
+def _where(key: tuple[str, int]) -> str:
+    """'latent 2', or 'latent 2, study protocol' when the sweep mixes recipes (``grouped``)."""
+    recipe, z = key
+    return f"latent {z}" + (f", {recipe}" if recipe else "")
 
 
 def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
     """For each metric, latent size and protocol: the tiers from best to worst, by their means."""
-    lines, protocols = [], _protocols(rows)
+    lines = []
     for metric in ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]:
         label, higher = METRICS[metric]
         for key, by_tier in grouped(rows, metric).items():
@@ -109,27 +105,28 @@ def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
                 a, b = by_tier[prev], by_tier[t]
                 sign = "=" if a.mean == b.mean else "≈" if within_one_std(a, b) else ">"
                 text += f" {sign} {TIER_NAMES.get(t, t)} ({stat_text(b)})"
-            lines.append(f"- **{label}**, {_where(key, protocols)}: {text}")
+            lines.append(f"- **{label}**, {_where(key)}: {text}")
     return lines
 
 
 def conclusion(rows: list[dict[str, Any]]) -> list[str]:
     """Whether interpretability degrades as complexity rises, judged from the table's means."""
-    lines, verdicts, protocols = [], [], _protocols(rows)
+    lines, verdicts, single = [], [], False
     for metric in INTERPRETABILITY:
         label = METRICS[metric][0]
         for key, by_tier in grouped(rows, metric).items():
             if len([t for t in TIERS if t in by_tier]) < 2:
                 continue
             falls, rises, within = degradation(by_tier)
-            verdicts.append(falls > rises)
+            verdicts.append("falls" if falls > rises else "rises" if rises > falls else "even")
             seeds = sorted({s.n for s in by_tier.values()})
+            single |= seeds == [1]
             over = f" (means over {'/'.join(map(str, seeds))} seeds)" if seeds != [1] else ""
             counts = f"falls in {falls}, rises in {rises} and moves within one std in {within}"
             if not within:
                 counts = f"falls in {falls} and rises in {rises}"
             lines.append(
-                f"- {label}, {_where(key, protocols)}{over}: {counts} of "
+                f"- {label}, {_where(key)}{over}: {counts} of "
                 f"{falls + rises + within} ordered tier pairs."
             )
     if not verdicts:
@@ -137,30 +134,34 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
             "The study's conclusion cannot be judged here: no latent size has complete runs "
             "of two or more complexity tiers."
         ]
-    if all(verdicts):
-        head = (
-            "**The study's conclusion holds**: every interpretability measure falls as "
-            "complexity rises."
-        )
-    elif any(verdicts):
-        head = (
-            f"**The study's conclusion holds in part**: {sum(verdicts)} of {len(verdicts)} "
-            "measure × latent-size comparisons fall as complexity rises."
-        )
+    fall, n = verdicts.count("falls"), len(verdicts)
+    others = f"{verdicts.count('rises')} rise, {verdicts.count('even')} undecided"
+    if fall == n:
+        head = "**The study's conclusion holds**: every interpretability measure falls as "
+        head += "complexity rises."
+    elif fall:
+        head = f"**The study's conclusion holds in part**: {fall} of {n} measure × latent-size "
+        head += f"comparisons fall as complexity rises ({others})."
+    elif "rises" in verdicts:
+        head = "**The study's conclusion does not hold** here: no interpretability measure "
+        head += f"falls as complexity rises ({others})."
     else:
-        head = (
-            "**The study's conclusion does not hold** here: no interpretability measure "
-            "falls as complexity rises."
-        )
+        head = "**The study's conclusion cannot be decided** here: every measure's tier "
+        head += "differences are within one std over seeds, or fall and rise equally often."
     if any("within one std" in line for line in lines):
         lines.append(
             "- A difference smaller than the larger std of the two means is counted as "
             "neither a fall nor a rise (≈ in the rankings)."
         )
-    if len(protocols) > 1:
+    if single:
         lines.append(
-            "- Runs of different protocols (validation split vs the study's) are ranked "
-            "separately: they score different weights."
+            "- Where each tier has one run, no spread over seeds is known and every difference "
+            "counts; repeat the sweep with `seed=1,2,3` to see which exceed seed noise."
+        )
+    if any(key[0] for metric in INTERPRETABILITY for key in grouped(rows, metric)):
+        lines.append(
+            "- Runs of different protocols or recipes are compared separately: they score "
+            "different weights or train different models."
         )
     return [head, "", *lines]
 
@@ -197,9 +198,9 @@ def runs_table(rows: list[dict[str, Any]], lr: bool) -> list[str]:
     table = []
     for r in sorted(rows, key=run_order):
         cells = [f"{r['lr']:.3g}" if c == "lr" and r["lr"] else fmt(r.get(c)) for c in cols]
-        if not r["nll_comparable"] and r.get("iw_nll") is not None:
-            cells[cols.index("iw_nll")] += " †"
-            cells[cols.index("bits_per_dim")] += " †"
+        if not r["nll_comparable"] and r.get("test_elbo") is not None:
+            for c in NLL & set(cols):
+                cells[cols.index(c)] += " †"
         table.append(cells)
     return _table(cols, table)
 
@@ -264,9 +265,9 @@ def markdown(
     ]
     if any(not r["nll_comparable"] for r in rows if r["status"] == "complete"):
         text += [
-            "† a Bernoulli likelihood on non-binary pixels is not a normalized density: this NLL "
-            "and bits/dim are not comparable with the other rows and are left out of the NLL "
-            "rankings. Use `model.likelihood=continuous_bernoulli` (or binarized data) to "
+            "† a Bernoulli likelihood on non-binary pixels is not a normalized density: this "
+            "ELBO, NLL and bits/dim are not comparable with the other rows and are left out of "
+            "their rankings. Use `model.likelihood=continuous_bernoulli` (or binarized data) to "
             "compare them.",
             "",
         ]

@@ -74,13 +74,12 @@ def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None) -> None:
 
 
 def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
-    for protocol in sorted({p for p, _ in by_key}):
+    for recipe in sorted({r for r, _ in by_key}):  # "" unless the sweep mixes recipes
         for t in TIERS:
-            pts = sorted((z, v[t]) for (p, z), v in by_key.items() if p == protocol and t in v)
+            pts = sorted((z, v[t]) for (r, z), v in by_key.items() if r == recipe and t in v)
             if pts:
                 zs, stats = zip(*pts, strict=True)
-                mixed = len({p for p, _ in by_key}) > 1
-                _errorbar(ax, zs, stats, TIER_NAMES[t] + (f" ({protocol})" if mixed else ""))
+                _errorbar(ax, zs, stats, TIER_NAMES[t] + (f" ({recipe})" if recipe else ""))
     sizes = sorted({z for _, z in by_key})
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(z) for z in sizes])
@@ -90,11 +89,11 @@ def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> N
 
 def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
     """One latent size: the metric at each tier in the study's order of complexity."""
-    for (protocol, _), by_tier in sorted(by_key.items()):
+    for (recipe, _), by_tier in sorted(by_key.items()):
         present = [t for t in TIERS if t in by_tier]
         xs = [TIERS.index(t) for t in present]
         stats = [by_tier[t] for t in present]
-        _errorbar(ax, xs, stats, f"{protocol} protocol" if len(by_key) > 1 else None)
+        _errorbar(ax, xs, stats, recipe or None)
     ax.set_xticks(range(len(TIERS)), [TIER_NAMES[t] for t in TIERS], rotation=15)
     ax.set_xlim(-0.4, len(TIERS) - 0.6)
     ax.set_xlabel("tier (data complexity →)")

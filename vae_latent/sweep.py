@@ -57,7 +57,11 @@ TIER_NAMES = {
     "cifar10_rgb": "CIFAR-10 RGB",
 }
 INTERPRETABILITY = ["linear_probe_acc", "knn_acc", "silhouette"]
-NLL = {"iw_nll", "bits_per_dim"}
+# Log-likelihood terms: comparable across runs only where the likelihood is a normalized density.
+NLL = {"test_elbo", "test_recon", "iw_nll", "bits_per_dim"}
+# Runs of different tiers are compared only under the same protocol and recipe (seeds aside):
+# other protocols score other weights; another learning rate or KL estimator is another model.
+RECIPE_KEYS = ["protocol", "lr", "kl", "likelihood", "batch_size", "epochs"]
 
 
 def tier(dataset: Any, channels: Any) -> str:
@@ -194,17 +198,31 @@ def run_order(r: dict[str, Any]) -> tuple:
 
 
 def grouped(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, int], dict[str, Stat]]:
-    """(protocol, latent_dim) -> tier -> ``metric`` over the complete runs (mean ± std over seeds).
+    """(recipe, latent_dim) -> tier -> ``metric`` over the complete runs (mean ± std over seeds).
 
-    Runs of different protocols are never compared: they were scored on different weights.
+    The recipe is a label of the ``RECIPE_KEYS`` that vary in the sweep ("" when none does):
+    only runs of one recipe are pooled as seeds and compared across tiers.
     """
+    complete = [r for r in rows if r["status"] == "complete"]
+    varying = [k for k in RECIPE_KEYS if len({str(r.get(k)) for r in complete}) > 1]
     acc: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["status"] == "complete" and r.get(metric) is not None:
-            if metric in NLL and not r["nll_comparable"]:
-                continue
-            acc[(r["protocol"], r["latent_dim"])][r["tier"]].append(float(r[metric]))
+    for r in complete:
+        if r.get(metric) is None or (metric in NLL and not r["nll_comparable"]):
+            continue
+        acc[(recipe_label(r, varying), r["latent_dim"])][r["tier"]].append(float(r[metric]))
     return {key: {t: Stat.of(v) for t, v in tiers.items()} for key, tiers in sorted(acc.items())}
+
+
+def recipe_label(row: dict[str, Any], keys: list[str]) -> str:
+    """E.g. 'study protocol, lr=0.001': the row's values of ``keys``."""
+    parts = []
+    for key in keys:
+        value = row.get(key)
+        if key == "protocol":
+            parts.append(f"{value} protocol")
+        else:
+            parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(parts)
 
 
 def degradation(by_tier: dict[str, Stat]) -> tuple[int, int, int]:
