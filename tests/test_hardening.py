@@ -207,6 +207,21 @@ def test_a_killed_process_leaves_no_lock(tmp_path):
     RunDirLock(tmp_path).acquire()
 
 
+def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    """NFS emulates flock with byte-range locks, which a read-only descriptor cannot take."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    lock = RunDirLock(tmp_path)
+    lock.acquire()
+    lock.release()
+    assert "two runs in it at once are not prevented" in caplog.text
+
+
 def test_disk_full_inside_a_write_keeps_the_old_file_and_names_the_target(tmp_path, monkeypatch):
     target = tmp_path / "latent_scatter.png"
     target.write_bytes(b"previous picture")

@@ -63,6 +63,61 @@ def test_a_resumed_run_keeps_its_earlier_latent_metrics_rows(data_root, tmp_path
     assert [int(r["step"]) for r in rows] == [4, 8, 12]
 
 
+def _sigint_default():
+    """SIGINT handled as a terminal's, even where the tests run with it ignored (CI jobs)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
+def test_sigterm_or_ctrl_c_is_one_line_an_incomplete_record_and_resumable(
+    data_root, tmp_path, app, sig, code, name
+):
+    """A scheduler's stop or Ctrl-C: exit 128 + signal, one line, the run left to resume."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "vae_latent", f"data.root={data_root}", "data.val_size=40"]
+    args += ["data.batch_size=1", "trainer.limit_train_batches=100", "trainer.max_epochs=3"]
+    args += ["trainer.accelerator=cpu", "callbacks=none", "metrics.iw_samples=16"]
+    proc = subprocess.Popen(
+        [*args, f"hydra.run.dir={run}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    err = proc.communicate()[1]
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"interrupted ({name}) at epoch" in err and f"resume={run}" in err
+    record = read_metrics(run)
+    assert record["status"] == "incomplete" and name in record["error"]
+    done = app(f"resume={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_metrics(run)["global_steps"] == 300
+
+
+@pytest.mark.parametrize("how", ["move", "copy"])
+def test_a_moved_or_copied_run_resumes_against_its_own_checkpoints(data_root, tmp_path, app, how):
+    first, run = tmp_path / "first", tmp_path / "elsewhere" / "run"
+    args = [f"data.root={data_root}", *TINY, "callbacks=none"]
+    assert app(*args, "trainer.max_epochs=1", f"hydra.run.dir={first}").returncode == 0
+    run.parent.mkdir()
+    (shutil.move if how == "move" else shutil.copytree)(first, run)
+    (run / "metrics.json").unlink()
+    done = app(f"resume={run}")  # killed after its last epoch, before testing: test it now
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = read_metrics(run)
+    assert metrics["test_checkpoint"] == "checkpoints/best-epoch000.ckpt"  # not ../../first/...
+    assert metrics["best_val_elbo"] is not None and metrics["global_steps"] == 4
+
+
 @pytest.fixture
 def unfinished(data_root, tmp_path, app):
     """A latent-8 run killed after its first epoch (as if): checkpoint, no metrics.json."""
@@ -136,6 +191,13 @@ def test_resume_composes_group_overrides_deletions_and_new_values_through_hydra(
     assert file_hashes(unfinished) == before
 
 
+def test_resume_takes_hydra_flags_and_refuses_a_malformed_override_in_one_line(unfinished, app):
+    shown = app(f"resume={unfinished}", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "latent_dim: 8" in shown.stdout  # the run's own config, composed again
+    assert_one_line_error(app(f"resume={unfinished}", "trainer.max_epochs"), "trainer.max_epochs")
+
+
 def test_resume_true_in_the_same_run_dir_does_not_retrain_a_complete_run(data_root, app, tmp_path):
     run = tmp_path / "run"
     command = [
@@ -157,6 +219,25 @@ def test_resume_true_in_the_same_run_dir_does_not_retrain_a_complete_run(data_ro
     more = app(*command, "resume=true", "trainer.max_epochs=2")
     assert more.returncode == 0, more.stderr[-2000:]
     assert read_metrics(run)["epochs"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:`ModelCheckpoint\\(monitor='val/elbo'\\)` could not find")
+def test_a_run_stopped_before_max_epochs_is_complete_under_the_same_command(
+    data_root, app, tmp_path
+):
+    """max_steps (or early stopping) ended it: resume=true, as a sweep's, retrains nothing."""
+    run = tmp_path / "run"
+    command = [f"data.root={data_root}", *TINY, "callbacks=none", "+trainer.max_steps=6"]
+    command += ["trainer.max_epochs=3", f"hydra.run.dir={run}"]
+    assert app(*command).returncode == 0
+    assert read_metrics(run)["global_steps"] == 6
+    before = file_hashes(run)
+    again = app(*command, "resume=true")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert file_hashes(run) == before
+    more = app(*command, "resume=true", "trainer.max_steps=10")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert read_metrics(run)["global_steps"] > 6  # trained further, from last.ckpt
 
 
 def test_a_resumed_sweep_reruns_only_the_missing_job_and_averages_seeds(data_root, app, tmp_path):

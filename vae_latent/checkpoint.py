@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vae_latent.errors import DataError
@@ -60,3 +61,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         save_atomic(Path(path), buffer.getvalue())
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, resumable in a run directory that was moved or copied.
+
+    Its state holds absolute paths (best, last, top k): Lightning restores the best path as
+    saved, so a moved run would test a file that is gone, or a copied run its original's. They
+    are rebased by file name onto this run's checkpoints/ (e.g. a run made in Docker's /app).
+    """
+
+    @property
+    def state_key(self) -> str:  # ModelCheckpoint's own key: earlier runs' checkpoints resume
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+
+            def here(path: Any) -> Any:
+                return str(Path(self.dirpath, Path(path).name)) if path else path
+
+            best_k = {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}
+            state_dict = {**state_dict, "dirpath": self.dirpath, "best_k_models": best_k}
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                state_dict[key] = here(state_dict.get(key))
+        super().load_state_dict(state_dict)

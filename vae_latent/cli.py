@@ -1,8 +1,9 @@
 """The apps: ``vae-latent`` (train), ``vae-latent-eval`` and ``vae-latent-report``.
 
 Each composes its config with Hydra, calls the library, and turns a user's mistake into one
-line on stderr and an exit code: 2 when a run cannot start, 1 when it failed on the way or a
-job of a multirun did not complete.
+line on stderr and an exit code: 2 for input or files the user can fix (a bad setting, a full
+disk), 1 when training diverged or a job of a multirun did not complete, 130/143 when Ctrl-C or
+SIGTERM stopped it (the run is left to resume).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.config import conf_dir, resumed_overrides
-from vae_latent.errors import ConfigError, RunDirBusy, UserError, user_error
+from vae_latent.errors import ConfigError, Interrupted, RunDirBusy, UserError, user_error
 from vae_latent.record import record_failure, run_status
 
 log = logging.getLogger("vae_latent")
@@ -70,7 +71,8 @@ def _job_failed(e: Exception, out_dir: Path, cfg: DictConfig, prog: str) -> None
     """Called in ``except``: one line and exit for a single run; in a sweep, record and go on."""
     cause = user_error(e)
     message = f"{prog}: error: {cause or f'{type(e).__name__}: {e}'}"
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    # Ctrl-C or SIGTERM stops a sweep too (a scheduler's stop): resume=true finishes it later.
+    if HydraConfig.get().mode != RunMode.MULTIRUN or isinstance(cause, Interrupted):
         if cause is None:
             raise e  # a bug: keep the traceback
         print(message, file=sys.stderr)
@@ -167,18 +169,31 @@ def _resume_argv(argv: list[str]) -> list[str]:
         )
     run_dir = Path(paths[-1]).expanduser().resolve()
     new = [a for a in argv if not a.startswith(("resume=", "hydra.run.dir="))]
-    flags = [a for a in new if a.startswith("-")]
-    overrides = resumed_overrides(run_dir, [a for a in new if not a.startswith("-")])
+    flags, given = [], []
+    for arg in new:  # Hydra's flags, with the values some take (--cfg job), stay flags
+        takes_value = flags and flags[-1] in VALUE_FLAGS and "=" not in arg
+        (flags if arg.startswith("-") or takes_value else given).append(arg)
+    overrides = resumed_overrides(run_dir, given)
     return [*flags, *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+# Hydra's command-line flags that take a value as the next argument.
+VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
+VALUE_FLAGS |= {"-cd", "--package", "-p", "--info", "-i"}
 
 
 def train_main() -> None:
     """Console entry point ``vae-latent``."""
+    from hydra.errors import HydraException
+
     try:
         sys.argv[1:] = _resume_argv(sys.argv[1:])
     except UserError as e:
         print(f"vae-latent: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except HydraException as e:  # an override that does not parse
+        print(f"vae-latent: error: {hydra_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
     run_app(_train_app, "vae-latent")
 
 

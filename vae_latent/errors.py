@@ -23,6 +23,14 @@ class RunDirBusy(UserError):
     """Another process holds the run directory: nothing may be written there."""
 
 
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM: the run stops, recorded as incomplete; exit 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class NonFiniteLoss(UserError):
     """Training diverged: the loss became NaN or infinite."""
 

@@ -16,8 +16,8 @@ def save_atomic(path: Path, data: bytes | Callable[[io.BytesIO], Any]) -> None:
     """Write ``data`` (bytes, or a function that writes into a buffer) all at once or not at all.
 
     The bytes are made in memory first, so a writer that fails mid-way (imageio, PIL, torch)
-    never touches the disk; then a temp file in the same folder is renamed over ``path``. A
-    full disk leaves the previous file as it was and names ``path`` in the error.
+    never touches the disk; then a temp file in the same folder is synced and renamed over
+    ``path``. A full disk leaves the previous file as it was and names ``path`` in the error.
     """
     if not isinstance(data, bytes):
         buffer = io.BytesIO()
@@ -29,6 +29,8 @@ def save_atomic(path: Path, data: bytes | Callable[[io.BytesIO], Any]) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a power cut leaves old or new
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ from vae_latent.errors import RunDirBusy
 from vae_latent.files import save_atomic
 
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
+log = logging.getLogger(__name__)
 
 
 class RunDirLock:
@@ -43,6 +44,11 @@ class RunDirLock:
                 f"{self.run_dir} is in use by another run (locked); wait for it to finish or "
                 "choose another hydra.run.dir"
             ) from None
+        except OSError as e:  # e.g. NFS, where flock is emulated by locks a read-only fd lacks
+            os.close(fd)
+            log.warning("cannot lock %s (%s): two runs in it at once are not prevented here",
+                        self.run_dir, e.strerror)  # fmt: skip
+            return
         self._fd = fd
 
     def release(self) -> None:

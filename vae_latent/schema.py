@@ -71,7 +71,7 @@ RANGES: dict[str, dict[str, Rule]] = {
     },
     "lightning.pytorch.callbacks.TQDMProgressBar": {"refresh_rate": count(1)},
     "lightning.pytorch.callbacks.ModelSummary": {"max_depth": count(-1)},
-    "lightning.pytorch.callbacks.ModelCheckpoint": {
+    "vae_latent.checkpoint.RunCheckpoint": {
         "save_top_k": count(-1),
         "mode": Rule(str, choices=("min", "max")),
     },

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.config import continuation_conflict, saved_config
-from vae_latent.errors import ConfigError, UserError, user_error
+from vae_latent.errors import ConfigError, Interrupted, UserError, user_error
 from vae_latent.files import read_json, write_json
 from vae_latent.record import record_failure, run_record, run_status
 from vae_latent.rundir import RunDir, claimed
@@ -120,10 +121,22 @@ def _check_continuation(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None
     status, _ = run_status(out_dir)
     if status == "complete":
         record = read_json(out_dir / "metrics.json")
-        if cfg.trainer.max_epochs <= record.get("epochs", 0):
+        if not _trains_further(saved, cfg, record):
             print(f"{out_dir} is complete (metrics.json): nothing to train", flush=True)
             return record
     return None
+
+
+def _trains_further(saved: DictConfig, cfg: DictConfig, record: dict[str, Any]) -> bool:
+    """Whether ``cfg`` lets a complete run train past where its own config stopped it (not its
+    epochs: a run ended by early stopping or ``max_steps`` is complete under the same command)."""
+
+    def limit(c: DictConfig, key: str, default: Any = None) -> float:
+        value = OmegaConf.select(c, f"trainer.{key}", default=default)
+        return math.inf if value is None or value == -1 else float(value)
+
+    before = limit(saved, "max_epochs", record.get("epochs"))
+    return limit(cfg, "max_epochs") > before or limit(cfg, "max_steps") > limit(saved, "max_steps")
 
 
 def _fit_and_score(
@@ -145,18 +158,37 @@ def _fit_and_score(
     try:
         return _fit_test_record(cfg, out_dir, run, resume_from)
     except BaseException as e:
+        signal_name = _interruption(e)
+        cause = user_error(e)
+        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+        error = f"interrupted ({signal_name}) at {where}" if signal_name else None
         if trainer.is_global_zero:
-            cause = user_error(e)
-            status = "incomplete" if isinstance(e, KeyboardInterrupt) else "failed"
             record_failure(
                 out_dir,
                 cfg,
-                str(cause) if cause else f"{type(e).__name__}: {e}",
-                status=status,
+                error or (str(cause) if cause else f"{type(e).__name__}: {e}"),
+                status="incomplete" if signal_name else "failed",
                 epochs=trainer.current_epoch,
                 global_steps=trainer.global_step,
             )
+        if signal_name:
+            code = 143 if signal_name == "SIGTERM" else 130  # 128 + the signal, as shells do
+            raise Interrupted(f"{error}; continue with resume={out_dir}", code) from e
         raise
+
+
+def _interruption(e: BaseException) -> str | None:
+    """'Ctrl-C' or 'SIGTERM' if ``e`` is how Lightning (or Python) reports one, else None."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(e, SIGTERMException):  # Lightning's SIGTERM handler stops its loops
+        return "SIGTERM"
+    # Lightning turns Ctrl-C inside fit/test into sys.exit(1), raised while handling it.
+    if isinstance(e, KeyboardInterrupt) or (
+        isinstance(e, SystemExit) and isinstance(e.__context__, KeyboardInterrupt)
+    ):
+        return "Ctrl-C"
+    return None
 
 
 def _check_hparams(ckpt: dict[str, Any], cfg: DictConfig, path: Path) -> None:
