@@ -103,6 +103,22 @@ def test_sigterm_or_ctrl_c_is_one_line_an_incomplete_record_and_resumable(
     assert read_metrics(run)["global_steps"] == 300
 
 
+@pytest.mark.parametrize("callbacks", ["none", "default"])  # the pictures draw no shared noise
+def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(data_root, tmp_path, app, callbacks):
+    """Random states travel in the checkpoint: the same batches and noise, the same weights."""
+    args = [f"data.root={data_root}", *TINY, f"callbacks={callbacks}", "trainer.max_epochs=2"]
+    assert app(*args, f"hydra.run.dir={tmp_path / 'whole'}").returncode == 0
+    run = tmp_path / "resumed"
+    assert app(*args, "trainer.max_epochs=1", f"hydra.run.dir={run}").returncode == 0
+    (run / "metrics.json").unlink()
+    assert app(f"resume={run}", "trainer.max_epochs=2").returncode == 0
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, value in whole["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][name]), name
+    assert read_metrics(run)["test_elbo"] == read_metrics(tmp_path / "whole")["test_elbo"]
+
+
 @pytest.mark.parametrize("how", ["move", "copy"])
 def test_a_moved_or_copied_run_resumes_against_its_own_checkpoints(data_root, tmp_path, app, how):
     first, run = tmp_path / "first", tmp_path / "elsewhere" / "run"

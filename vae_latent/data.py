@@ -115,9 +115,8 @@ class DeviceBatches:
     the GPU; here one ``randperm`` per epoch runs on the device and a batch is a slice of it.
     """
 
-    def __init__(self, split: InMemorySplit, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, split: InMemorySplit, batch_size: int, shuffle: bool) -> None:
         self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
-        self.generator = torch.Generator(device=split.images.device).manual_seed(seed)
 
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
@@ -125,7 +124,7 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, device = len(self.split), self.split.images.device
         order = (
-            torch.randperm(n, device=device, generator=self.generator)
+            torch.randperm(n, device=device)  # the device's generator: seeded, and resumed
             if self.shuffle
             else torch.arange(n, device=device)
         )
@@ -279,7 +278,7 @@ class VAEDataModule(L.LightningDataModule):
         if device.type == "cuda":  # one GPU: the splits live there, batches are gathered there
             if self.splits[split].images.device != device:
                 self.splits = {k: v.to(device) for k, v in self.splits.items()}
-            return DeviceBatches(self.splits[split], bs, shuffle, self.seed)
+            return DeviceBatches(self.splits[split], bs, shuffle)
         # No workers: a batch is one tensor gather, cheaper than any inter-process hop.
         return DataLoader(self.splits[split], batch_size=bs, shuffle=shuffle, collate_fn=_as_batch)
 

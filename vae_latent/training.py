@@ -42,6 +42,7 @@ def build(cfg: DictConfig, out_dir: Path) -> Built:
     from vae_latent.checkpoint import AtomicCheckpointIO
     from vae_latent.loop import (
         NonFiniteGuard,
+        RandomState,
         RunClock,
         keep_freed_heap,
         quiet_lightning,
@@ -54,7 +55,7 @@ def build(cfg: DictConfig, out_dir: Path) -> Built:
 
     checkpoint = instantiate(cfg.checkpoint, dirpath=str(out_dir / "checkpoints"))
     clock = RunClock()
-    callbacks = [checkpoint, clock, NonFiniteGuard()]
+    callbacks = [checkpoint, clock, NonFiniteGuard(), RandomState()]
     if cfg.trainer.get("enable_progress_bar", True) and cfg.get("progress_bar"):
         callbacks.append(instantiate(cfg.progress_bar))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
