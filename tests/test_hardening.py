@@ -96,6 +96,15 @@ BAD = {
     "seed a word": (["seed=abc"], ": seed='abc'"),  # named as itself, not as data.seed
     "lr not a number": (["model.lr=fast"], "model.lr"),
     "unknown key": (["model.latentdim=4"], "model.latentdim"),
+    "64-bit weights": (["trainer.precision=64-true"], "trainer.precision=64-true"),
+    "traversal reference past the test split": (
+        ["+callbacks.latent_traversal.reference_index=500"],
+        "reference_index=500 but the test split has 80 images",
+    ),
+    "interpolation pair not two classes": (
+        ["callbacks.interpolation.pairs=[[3,10]]"],
+        "[3, 10] is not a pair of class indices",
+    ),
     "unknown key added": (["+model.latentdim=4"], "model.latentdim"),
     "val size too big": (["data.val_size=100000"], "data.val_size"),
     "missing data root": (

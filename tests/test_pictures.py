@@ -249,3 +249,28 @@ def test_latent_metrics_are_logged_every_epoch(trained):
     events = EventAccumulator(str(trained / "tensorboard")).Reload()
     assert len(events.Scalars("latent/linear_probe_acc")) == 2
     assert [e.step for e in events.Scalars("latent/kl_z2")] == [4, 8]
+
+
+def test_a_1d_latent_draws_its_pictures_one_row_per_class(data_root, tmp_path):
+    record = train_tiny(tmp_path, data_root, "model.latent_dim=1", "trainer.max_epochs=1")
+    assert record["status"] == "complete" and record["latent_dim"] == 1
+    scatter = iio.imread(tmp_path / "latent_scatter.png")
+    assert scatter.ndim == 3 and scatter.std() > 0  # drawn, not blank
+    assert not (tmp_path / "latent_manifold.png").exists()  # latent 2 only
+
+
+def test_the_training_gif_takes_epoch_grids_of_different_widths(tmp_path):
+    """A longer title ("epoch 10/10") can widen one epoch's grid: frames are padded, in order."""
+    from types import SimpleNamespace
+
+    from vae_latent.callbacks import TrainingGif
+
+    (tmp_path / "epochs").mkdir()
+    for epoch, width in ((1, 479), (2, 489)):
+        frame = np.full((60, width, 3), 40 * epoch, dtype=np.uint8)
+        iio.imwrite(tmp_path / "epochs" / f"epoch_{epoch:03d}.png", frame)
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), is_global_zero=True)
+    TrainingGif(duration_ms=100).on_fit_end(trainer, None)
+    gif = iio.imread(tmp_path / "training.gif", index=None)
+    assert gif.shape[:3] == (2, 60, 489)
+    assert gif[0, 0, 0, 0] == 40 and gif[1, 0, 0, 0] == 80 and gif[0, 0, -1, 0] == 255  # padded

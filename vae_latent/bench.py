@@ -26,75 +26,8 @@ import torch
 from vae_latent.config import compose_config
 from vae_latent.files import device_name
 from vae_latent.loop import skip_idle_batch_hooks
+from vae_latent.plain_loop import PlainLoop, sync
 from vae_latent.training import build
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class PlainLoop:
-    """A hand-written training loop: same model class and loss, plain Adam, in-memory batches.
-
-    With ``graph`` (CUDA only) the whole step (forward, loss, backward, Adam with
-    ``capturable=True``) is captured once as a CUDA graph and replayed, as in
-    ``shared/peers/gpu_floor.py``: the floor for this model on that GPU.
-    """
-
-    def __init__(
-        self, cfg: Any, datamodule: Any, device: torch.device, batch_size: int, graph: bool = False
-    ) -> None:
-        from hydra.utils import instantiate
-
-        self.model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
-        self.model.train()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.model.lr, capturable=graph)
-        self.split, self.device, self.bs = datamodule.splits["train"], device, batch_size
-        self.order, self.i = torch.randperm(len(self.split)), 0
-        self.steps: list[float] = []  # seconds of each timed step
-        self.images = 0
-        self.graph = graph
-        self._graph: Any = None
-
-    def _loss(self, x: torch.Tensor) -> torch.Tensor:
-        recon, kl = self.model(x)
-        return (recon + kl).mean()
-
-    def _step(self, x: torch.Tensor) -> None:
-        if not self.graph:
-            self.opt.zero_grad(set_to_none=True)
-            self._loss(x).backward()
-            self.opt.step()
-            return
-        if self._graph is None:  # warm up on a side stream, then capture the whole step
-            self._x = x.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self.opt.zero_grad(set_to_none=True)
-                    self._loss(self._x).backward()
-                    self.opt.step()
-            torch.cuda.current_stream().wait_stream(side)
-            self._graph = torch.cuda.CUDAGraph()
-            self.opt.zero_grad(set_to_none=True)
-            with torch.cuda.graph(self._graph):
-                self._loss(self._x).backward()
-                self.opt.step()
-        self._x.copy_(x)
-        self._graph.replay()
-
-    def run(self, n: int, timed: bool) -> None:
-        for _ in range(n):
-            start = time.perf_counter()
-            idx = self.order[(self.i * self.bs) % len(self.split) :][: self.bs]
-            x = self.split.take(idx)[0].to(self.device, non_blocking=True)
-            self._step(x)
-            self.i += 1
-            if timed:
-                self.steps.append(time.perf_counter() - start)
-                self.images += len(x)
 
 
 class Interleave(L.Callback):
@@ -128,10 +61,13 @@ class Interleave(L.Callback):
         self, trainer: L.Trainer, pl_module: Any, out: Any, batch: Any, i: int
     ) -> None:
         device = pl_module.device
-        if (i + 1) % self.block == 0:
+        if i == 0 or (i + 1) % self.block == 0:
             sync(device)  # Lightning's queued work is Lightning's time
             start = time.perf_counter()
-            self.plain.run(self.block, timed=i >= self.warmup)
+            if i == 0:  # the plain loop's warm-up, as long as Lightning's
+                self.plain.run(self.warmup, timed=False)
+            if (i + 1) % self.block == 0:
+                self.plain.run(self.block, timed=i >= self.warmup)
             sync(device)
             self._excluded += time.perf_counter() - start
         if i == trainer.num_training_batches - 1 and i >= self.warmup:  # before epoch-end work
@@ -172,6 +108,11 @@ def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
     run = build(cfg, out_dir)
     datamodule, model, trainer = run.datamodule, run.model, run.trainer
     device = trainer.strategy.root_device
+    if len(datamodule.splits["train"]) // args.batch_size < args.warmup + args.steps:
+        raise SystemExit(
+            f"python -m vae_latent.bench: error: --warmup + --steps ({args.warmup + args.steps}) "
+            "is more than one epoch's full batches; lower --steps or --batch-size"
+        )
     plain = PlainLoop(cfg, datamodule, device, args.batch_size)
     timer = Interleave(plain, args.warmup, args.block)
     skip_idle_batch_hooks([timer])  # as build() did for the others: only its two hooks run
@@ -196,21 +137,22 @@ def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
         "eval_s": time.perf_counter() - start,
         "timed_steps": (len(timer.steps), len(plain.steps)),
         "device": device,
-        "optimizations": optimizations(model, datamodule, device),
+        "optimizations": optimizations(model, datamodule, trainer),
     }
 
 
-def optimizations(model: Any, datamodule: Any, device: torch.device) -> list[str]:
+def optimizations(model: Any, datamodule: Any, trainer: L.Trainer) -> list[str]:
     """What the Lightning path does that the plain loop does not (or both do), in words."""
-    on = datamodule.splits["train"].images.device.type
+    on, device = datamodule.splits["train"].images.device.type, trainer.strategy.root_device
     used = [
         f"training step: {model.step_used}",
         "channels-last convolutions (both paths: same model class)",
         f"each split one uint8 tensor on {on}, one gather per batch (both paths)",
         "epoch sums of recon/KL on the device, logged once per epoch",
         "callbacks' idle per-batch hooks hidden from Lightning",
-        "progress bar redrawn every 20 steps",
     ]
+    if (bar := trainer.progress_bar_callback) is not None:
+        used.append(f"progress bar redrawn every {bar.refresh_rate} steps")
     if sys.platform.startswith("linux") and device.type == "cpu":
         used.append("freed heap kept mapped (glibc mallopt; both paths, same process)")
     return used
@@ -228,19 +170,23 @@ def floor_fields(runs: list[dict[str, Any]], lightning: list[tuple[float, float]
     }
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m vae_latent.bench", description=__doc__)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--channels", default="native")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--latent-dim", type=int, default=2)
+    parser.add_argument("--batch-size", type=positive, default=32)
+    parser.add_argument("--latent-dim", type=positive, default=2)
     parser.add_argument("--device", default="auto", help="cpu, gpu/cuda or auto")
-    parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument(
-        "--block", type=int, default=10, help="steps per turn of each path (interleaving)"
-    )
-    parser.add_argument("--repeats", type=int, default=3, help="fits to take medians over")
+    parser.add_argument("--steps", type=positive, default=300, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=positive, default=30)
+    parser.add_argument("--block", type=positive, default=10, help="steps per turn of each path")
+    parser.add_argument("--repeats", type=positive, default=3, help="fits to take medians over")
     parser.add_argument("--data-root", default=os.environ.get("VAE_LATENT_DATA", "data"))
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. model.kl=analytic")
     args = parser.parse_args(argv)

@@ -14,8 +14,9 @@ import lightning as L
 import numpy as np
 from PIL import Image
 
-from vae_latent import pictures
+from vae_latent import figures, pictures
 from vae_latent.codes import encode_split
+from vae_latent.errors import ConfigError
 from vae_latent.files import save_atomic
 
 
@@ -105,6 +106,13 @@ def write_gif(path: Path, frames: np.ndarray, duration_ms: int) -> None:
     )
 
 
+def check_callbacks(callbacks: list[L.Callback], datamodule: Any) -> None:
+    """The pictures' settings that depend on the data, checked before training or testing."""
+    for callback in callbacks:
+        if hasattr(callback, "check_data"):
+            callback.check_data(datamodule)
+
+
 class TrainingGif(L.Callback):
     """At fit end: ``training.gif`` from the epoch grids in order, one frame each, looping."""
 
@@ -117,7 +125,8 @@ class TrainingGif(L.Callback):
         frames = sorted(Path(trainer.default_root_dir, "epochs").glob("epoch_*.png"))
         if not trainer.is_global_zero or not frames:
             return
-        stack = np.stack([iio.imread(f) for f in frames])
+        # A title can widen one epoch's grid ("epoch 10/10", "-100.2"): pad, do not stack.
+        stack = figures.same_size([iio.imread(f) for f in frames])
         write_gif(Path(trainer.default_root_dir, "training.gif"), stack, self.duration_ms)
 
 
@@ -205,6 +214,14 @@ class LatentTraversal(LatentPicture):
         self.max_dims, self.steps, self.span = max_dims, steps, span
         self.reference_index, self.ranges, self.frame_ms = reference_index, ranges, frame_ms
 
+    def check_data(self, datamodule: Any) -> None:
+        n = len(datamodule.splits["test"])
+        if not 0 <= self.reference_index < n:
+            raise ConfigError(
+                f"callbacks.latent_traversal.reference_index={self.reference_index} but the test "
+                f"split has {n:,} images; use 0 to {n - 1}"
+            )
+
     def draw(self, view: pictures.LatentView) -> tuple[np.ndarray, np.ndarray]:
         return pictures.traversal(
             view, self.max_dims, self.steps, self.span, self.reference_index, self.ranges
@@ -230,6 +247,15 @@ class ClassInterpolation(LatentPicture):
     ) -> None:
         super().__init__(every_n_epochs)
         self.pairs, self.steps = pairs, steps
+
+    def check_data(self, datamodule: Any) -> None:
+        n = len(datamodule.classes)
+        for pair in self.pairs or []:
+            if len(pair) != 2 or not all(isinstance(k, int) and 0 <= k < n for k in pair):
+                raise ConfigError(
+                    f"callbacks.interpolation.pairs: {list(pair)} is not a pair of class indices; "
+                    f"each pair is two of 0 to {n - 1}, e.g. [[3, 8]]"
+                )
 
     def draw(self, view: pictures.LatentView) -> np.ndarray:
         return pictures.interpolation(view, self.pairs, self.steps)

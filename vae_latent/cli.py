@@ -119,7 +119,10 @@ def hydra_error_line(e: BaseException) -> str:
         return f"{str(e).splitlines()[0]}; available: {', '.join(options)}"
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     skip = ("Config search path", "provider=", "Set the")
-    return "; ".join(line for line in lines if not line.startswith(skip))[:400]
+    text = "; ".join(line for line in lines if not line.startswith(skip))[:400]
+    if "mismatched input '='" in text:  # e.g. ckpt= a multirun job's folder, named key=value
+        text += "; quote a value that holds = or , as key=\"'...'\""
+    return text
 
 
 def run_app(app: Callable[[], Any], prog: str) -> None:

@@ -69,6 +69,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from vae_latent import pictures
+    from vae_latent.callbacks import check_callbacks
     from vae_latent.checkpoint import check_checkpoint, epochs_done, load
     from vae_latent.data import DATASETS, VAEDataModule
     from vae_latent.loop import keep_freed_heap, quiet_lightning
@@ -95,7 +96,9 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"dataset={settings['name']} channels={settings['channels']} gives "
             f"{shape_text(datamodule.image_shape)}; pick data of the same shape"
         )
-    same = (datamodule.name, datamodule.channels) == (trained.get("name"), trained.get("channels"))
+    dm = datamodule
+    own = (trained.get("name"), trained.get("channels"), trained.get("binarize", dm.binarize))
+    same = (dm.name, dm.channels, dm.binarize) == own  # binarize: dataset= resets it
     if not same and trained.get("name") in DATASETS:  # the pictures' titles say whose model
         trained_channels = "" if trained.get("channels") == "native" else f" {trained['channels']}"
         datamodule.model_trained_on = DATASETS[trained["name"]].display + trained_channels
@@ -112,6 +115,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"trainer: {str(e).splitlines()[0]}") from e
     datamodule.prepare_data()
     datamodule.setup("test")
+    check_callbacks(callbacks, datamodule)
     model = load(ckpt_path)
     start = time.perf_counter()
     (test,) = trainer.test(

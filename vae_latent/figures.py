@@ -205,10 +205,15 @@ def traversal_frames(
     for s in order:
         named = [(f"z{d + 1}", grid(by_step[r, s : s + 1], nrow=1)) for r, d in enumerate(dims)]
         frames.append(np.asarray(panels(named, f"{title}  |  {labels[s]}", scale, gap=8)))
+    return same_size(frames)
+
+
+def same_size(frames: list[np.ndarray]) -> np.ndarray:
+    """RGB frames padded with white to the largest one's size: a GIF's frames share one size."""
     height, width = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
-    padded = np.full((len(frames), height, width, 3), 255, dtype=np.uint8)  # equal frame sizes
+    padded = np.full((len(frames), height, width, 3), 255, dtype=np.uint8)
     for i, f in enumerate(frames):
-        padded[i, : f.shape[0], : f.shape[1]] = f
+        padded[i, : f.shape[0], : f.shape[1]] = f[..., :3]
     return padded
 
 

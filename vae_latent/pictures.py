@@ -158,6 +158,10 @@ def scatter(view: LatentView) -> np.ndarray:
     means, labels = view.codes.means, view.codes.labels
     if means.shape[1] == 2:
         points, axes, how = means, ("z1 (posterior mean)", "z2 (posterior mean)"), "latent means"
+    elif means.shape[1] == 1:  # one row per class, jittered so that the points do not overlap
+        jitter = torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) - 0.5
+        points = torch.stack((means[:, 0], labels.float() + 0.4 * jitter), dim=1)
+        axes, how = ("z1 (posterior mean)", "class (index, jittered)"), "1-D latent means"
     else:
         points, ratio = figures.pca_2d(means)
         axes = (f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%} of variance)")

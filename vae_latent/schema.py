@@ -101,15 +101,8 @@ RANGES: dict[str, dict[str, Rule]] = {
     },
 }
 # Keys the apps pass themselves when they build the object: setting them in a config is a bug.
-APP_FILLED = {
-    "image_shape",
-    "save_dir",
-    "dirpath",
-    "logger",
-    "callbacks",
-    "plugins",
-    "default_root_dir",
-}
+APP_FILLED = {"image_shape", "save_dir", "dirpath", "logger", "callbacks", "plugins"}
+APP_FILLED |= {"default_root_dir"}
 _METRICS = {
     "metrics.iw_samples": count(0),
     "metrics.iw_images": count(1),
@@ -260,20 +253,27 @@ def _cross_checks(cfg: dict[str, Any], app: str) -> None:
             "use channels=native or channels=gray"
         )
     trainer = cfg.get("trainer") or {}
-    if model.get("step") == "fused":
-        _check_fused(trainer)
+    _check_trainer(trainer, fused=model.get("step") == "fused")
     accelerator = trainer.get("accelerator", cfg.get("accelerator"))
     check_accelerator(accelerator, "trainer.accelerator" if app == "train" else "accelerator")
 
 
-def _check_fused(trainer: dict[str, Any]) -> None:
-    """The fused step runs backward and Adam itself: what Lightning adds there cannot run."""
+def _check_trainer(trainer: dict[str, Any], fused: bool) -> None:
+    """32-bit weights (the pictures and metrics run in float32); with ``fused``, none of what
+    Lightning adds in the backward and optimizer step that the fused step replaces."""
     strategy, precision = trainer.get("strategy"), str(trainer.get("precision", "32-true"))
+    if precision not in ("32-true", "32", "bf16-mixed", "16-mixed"):
+        raise ConfigError(
+            f"trainer.precision={precision}: the weights must stay 32-bit (the pictures and "
+            "metrics run in float32); use 32-true, or bf16-mixed or 16-mixed for mixed precision"
+        )
+    if not fused:
+        return
     if trainer.get("gradient_clip_val") or (trainer.get("accumulate_grad_batches") or 1) > 1:
         why = "it cannot clip or accumulate gradients"
     elif strategy not in (None, "auto", "single_device"):
         why = f"trainer.strategy={strategy} syncs gradients in Lightning's backward"
-    elif precision not in ("32-true", "32", "64-true", "64"):
+    elif precision not in ("32-true", "32"):
         why = f"trainer.precision={precision} casts or scales in Lightning's optimizer step"
     else:
         return
@@ -292,9 +292,8 @@ def check_accelerator(name: Any, key: str) -> None:
     if name not in ACCELERATORS:
         raise ConfigError(f"{key}={name!r} is unknown; use one of {', '.join(ACCELERATORS)}")
     if name in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"{key}={name} but this machine has no CUDA GPU that torch can use; "
-            "use trainer=cpu or trainer.accelerator=auto"
-        )
+        hint = "trainer=cpu or trainer.accelerator=auto" if "." in key else "accelerator=auto"
+        raise ConfigError(f"{key}={name} but this machine has no CUDA GPU that torch can use; "
+                          f"use {hint}")  # fmt: skip
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"{key}=mps but MPS is not available here; use trainer.accelerator=auto")

@@ -39,6 +39,7 @@ def build(cfg: DictConfig, out_dir: Path) -> Built:
     from hydra.utils import instantiate
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from vae_latent.callbacks import check_callbacks
     from vae_latent.checkpoint import AtomicCheckpointIO
     from vae_latent.loop import (
         NonFiniteGuard,
@@ -77,6 +78,7 @@ def build(cfg: DictConfig, out_dir: Path) -> Built:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # read (or download) now: bad data fails before training starts
     datamodule.setup("fit")
+    check_callbacks(trainer.callbacks, datamodule)
     model = instantiate(cfg.model, image_shape=datamodule.image_shape)
     return Built(datamodule, model, trainer, checkpoint, clock)
 
@@ -159,8 +161,7 @@ def _fit_and_score(
     try:
         return _fit_test_record(cfg, out_dir, run, resume_from)
     except BaseException as e:
-        signal_name = _interruption(e)
-        cause = user_error(e)
+        signal_name, cause = _interruption(e), user_error(e)
         where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
         error = f"interrupted ({signal_name}) at {where}" if signal_name else None
         if trainer.is_global_zero:
