@@ -174,7 +174,10 @@ def _resume_argv(argv: list[str]) -> list[str]:
     new = [a for a in argv if not a.startswith(("resume=", "hydra.run.dir="))]
     flags, given = [], []
     for arg in new:  # Hydra's flags, with the values some take (--cfg job), stay flags
-        takes_value = flags and flags[-1] in VALUE_FLAGS and "=" not in arg
+        flag = flags[-1] if flags else ""
+        takes_value = (flag in VALUE_FLAGS and "=" not in arg) or (
+            flag in ("--info", "-i") and arg in INFO_VALUES
+        )
         (flags if arg.startswith("-") or takes_value else given).append(arg)
     overrides = resumed_overrides(run_dir, given)
     return [*flags, *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
@@ -182,7 +185,8 @@ def _resume_argv(argv: list[str]) -> list[str]:
 
 # Hydra's command-line flags that take a value as the next argument.
 VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
-VALUE_FLAGS |= {"-cd", "--package", "-p", "--info", "-i"}
+VALUE_FLAGS |= {"-cd", "--package", "-p"}
+INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # optional
 
 
 def train_main() -> None:
