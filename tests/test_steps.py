@@ -263,6 +263,12 @@ def test_the_runner_calls_the_step_once_per_batch_off_cuda():
 # --- on a CUDA GPU --------------------------------------------------------------------------
 
 
+def _gpu_args(data_root, *dropped):
+    """TINY without its accelerator (and ``dropped`` keys), no pictures."""
+    keep = [a for a in TINY if not any(k in a for k in ("accelerator", *dropped))]
+    return [f"data.root={data_root}", *keep, "callbacks=none"]
+
+
 @cuda
 def test_the_graph_step_matches_eager_and_draws_fresh_noise_per_replay(monkeypatch):
     torch.manual_seed(0)
@@ -288,12 +294,7 @@ def test_the_graph_step_matches_eager_and_draws_fresh_noise_per_replay(monkeypat
 @cuda
 def test_a_graph_run_counts_steps_resumes_and_names_the_gpu(data_root, tmp_path, app):
     run = tmp_path / "run"
-    args = [
-        f"data.root={data_root}",
-        *[a for a in TINY if "accelerator" not in a],
-        "callbacks=none",
-    ]
-    args += ["trainer.accelerator=gpu", f"hydra.run.dir={run}"]
+    args = [*_gpu_args(data_root), "trainer.accelerator=gpu", f"hydra.run.dir={run}"]
     assert app(*args, "trainer.max_epochs=1").returncode == 0
     first = read_metrics(run)
     assert first["step"] == "fused, CUDA graph" and first["global_steps"] == 4
@@ -317,12 +318,8 @@ def test_a_graph_run_takes_short_last_batches_and_resumes_an_eager_checkpoint(
     data_root, tmp_path, app
 ):
     run = tmp_path / "run"
-    args = [
-        f"data.root={data_root}",
-        *[a for a in TINY if "accelerator" not in a and "limit_train" not in a],
-        "callbacks=none",
-        f"hydra.run.dir={run}",
-    ]  # 200 training images in batches of 16: 12 full batches and one of 8 per epoch
+    # 200 training images in batches of 16: 12 full batches and one of 8 per epoch
+    args = [*_gpu_args(data_root, "limit_train"), f"hydra.run.dir={run}"]
     assert app(*args, "trainer.accelerator=cpu", "trainer.max_epochs=1").returncode == 0
     (run / "metrics.json").unlink()
     done = app(*args, "trainer.accelerator=gpu", "trainer.max_epochs=3", "resume=true")
@@ -340,11 +337,7 @@ def test_a_graph_run_takes_short_last_batches_and_resumes_an_eager_checkpoint(
 @cuda
 def test_the_guard_stops_a_diverging_graph_run(data_root, tmp_path, app):
     run = tmp_path / "run"
-    args = [
-        f"data.root={data_root}",
-        *[a for a in TINY if "accelerator" not in a],
-        "callbacks=none",
-    ]
+    args = _gpu_args(data_root)
     proc = app(
         *args,
         "trainer.accelerator=gpu",

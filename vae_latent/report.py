@@ -111,7 +111,7 @@ def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def conclusion(rows: list[dict[str, Any]]) -> list[str]:
     """Whether interpretability degrades as complexity rises, judged from the table's means."""
-    lines, verdicts, single = [], [], False
+    lines, verdicts, single, recipes = [], [], False, False
     for metric in INTERPRETABILITY:
         label = METRICS[metric][0]
         for key, by_tier in grouped(rows, metric).items():
@@ -121,6 +121,7 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
             verdicts.append("falls" if falls > rises else "rises" if rises > falls else "even")
             seeds = sorted({s.n for s in by_tier.values()})
             single |= seeds == [1]
+            recipes |= bool(key[0])  # a label: the sweep mixes protocols or recipes
             over = f" (means over {'/'.join(map(str, seeds))} seeds)" if seeds != [1] else ""
             counts = f"falls in {falls}, rises in {rises} and moves within one std in {within}"
             if not within:
@@ -158,7 +159,7 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
             "- Where each tier has one run, no spread over seeds is known and every difference "
             "counts; repeat the sweep with `seed=1,2,3` to see which exceed seed noise."
         )
-    if any(key[0] for metric in INTERPRETABILITY for key in grouped(rows, metric)):
+    if recipes:
         lines.append(
             "- Runs of different protocols or recipes are compared separately: they score "
             "different weights or train different models."
