@@ -81,14 +81,14 @@ def assert_one_line_error(proc: Any, *needles: str, code: int = 2) -> None:
 
 def compose(*overrides: str, config_name: str = "train") -> Any:
     """The config an app composes from these overrides."""
-    from vae_latent.config import compose_config
+    from vae_latent.run.config import compose_config
 
     return compose_config(list(overrides), config_name)
 
 
 def train_tiny(out: Path, data_root: Path, *overrides: str, resume: bool = False) -> dict:
     """An in-process training run on fixture MNIST (TINY, 2 epochs unless overridden)."""
-    from vae_latent.training import train
+    from vae_latent.run.train import train
 
     cfg = compose(f"data.root={data_root}", "trainer.max_epochs=2", *TINY, *overrides)
     return train(cfg, out, resume=resume)

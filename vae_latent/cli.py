@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,11 +23,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vae_latent.config import conf_dir, resumed_overrides
-from vae_latent.errors import ConfigError, Interrupted, RunDirBusy, UserError, user_error
-from vae_latent.record import record_failure, run_status
+from vae_latent.errors import Interrupted, RunDirBusy, UserError, user_error
+from vae_latent.run.config import conf_dir
+from vae_latent.run.record import record_failure, run_status
 
 log = logging.getLogger("vae_latent")
+
+
+def fail(prog: str, error: object, code: int = 2) -> NoReturn:
+    """The one way an app stops on a user's mistake: one line on stderr, then exit ``code``."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _hydra_files(cfg: DictConfig) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def _hydra_files(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path=conf_dir(), config_name="train", version_base="1.3")
 def _train_app(cfg: DictConfig) -> float:
     """One training run; returns its best validation ELBO (NaN if none), the sweepers' objective."""
-    from vae_latent.training import train
+    from vae_latent.run.train import train
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -58,7 +64,7 @@ def _train_app(cfg: DictConfig) -> float:
 
 @hydra.main(config_path=conf_dir(), config_name="eval", version_base="1.3")
 def _eval_app(cfg: DictConfig) -> None:
-    from vae_latent.evaluate import evaluate
+    from vae_latent.run.evaluate import evaluate
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -70,14 +76,12 @@ def _eval_app(cfg: DictConfig) -> None:
 def _job_failed(e: Exception, out_dir: Path, cfg: DictConfig, prog: str) -> None:
     """Called in ``except``: one line and exit for a single run; in a sweep, record and go on."""
     cause = user_error(e)
-    message = f"{prog}: error: {cause or f'{type(e).__name__}: {e}'}"
     # Ctrl-C or SIGTERM stops a sweep too (a scheduler's stop): resume=true finishes it later.
     if HydraConfig.get().mode != RunMode.MULTIRUN or isinstance(cause, Interrupted):
         if cause is None:
             raise e  # a bug: keep the traceback
-        print(message, file=sys.stderr)
-        sys.exit(cause.exit_code)
-    log.error(message, exc_info=cause is None)
+        fail(prog, cause, cause.exit_code)
+    log.error(f"{prog}: error: {cause or f'{type(e).__name__}: {e}'}", exc_info=cause is None)
     # Failed before the run recorded anything, in a directory this job may write.
     if not isinstance(cause, RunDirBusy) and run_status(out_dir)[0] == "incomplete":
         record_failure(out_dir, cfg, str(cause or e))
@@ -94,12 +98,12 @@ class SweepEnd(Callback):
         self.prog, self.report = prog, report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from vae_latent.sweep import collect
+        from vae_latent.study.runs import collect
 
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = collect(sweep_dir)
         if self.report:
-            from vae_latent.report import write_report
+            from vae_latent.study.report import write_report
 
             try:
                 write_report(sweep_dir, runs)
@@ -139,14 +143,12 @@ def run_app(app: Callable[[], Any], prog: str) -> None:
     try:
         app()
     except (HydraException, OmegaConfBaseException) as e:
-        print(f"{prog}: error: {hydra_error_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        fail(prog, hydra_error_line(e))
     except (OSError, UserError) as e:  # e.g. Hydra could not create the run directory
         cause = user_error(e)
         if cause is None:
             raise
-        print(f"{prog}: error: {cause}", file=sys.stderr)
-        sys.exit(cause.exit_code)
+        fail(prog, cause, cause.exit_code)
 
 
 def _thread_error(args: threading.ExceptHookArgs) -> None:
@@ -160,47 +162,18 @@ def _thread_error(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
-def _resume_argv(argv: list[str]) -> list[str]:
-    """``resume=<run dir>``: the run's saved overrides, then these, in that run directory."""
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
-    if not paths or paths[-1].lower() in ("true", "false", "null", "none"):
-        return argv
-    if "-m" in argv or "--multirun" in argv:
-        raise ConfigError(
-            "resume=<run dir> resumes one run; to finish a sweep use resume=true with its "
-            "hydra.sweep.dir"
-        )
-    run_dir = Path(paths[-1]).expanduser().resolve()
-    new = [a for a in argv if not a.startswith(("resume=", "hydra.run.dir="))]
-    flags, given = [], []
-    for arg in new:  # Hydra's flags, with the values some take (--cfg job), stay flags
-        flag = flags[-1] if flags else ""
-        takes_value = (flag in VALUE_FLAGS and "=" not in arg) or (
-            flag in ("--info", "-i") and arg in INFO_VALUES
-        )
-        (flags if arg.startswith("-") or takes_value else given).append(arg)
-    overrides = resumed_overrides(run_dir, given)
-    return [*flags, *overrides, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
-
-
-# Hydra's command-line flags that take a value as the next argument.
-VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
-VALUE_FLAGS |= {"-cd", "--package", "-p"}
-INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # optional
-
-
 def train_main() -> None:
     """Console entry point ``vae-latent``."""
     from hydra.errors import HydraException
 
+    from vae_latent.run.resume import resume_argv
+
     try:
-        sys.argv[1:] = _resume_argv(sys.argv[1:])
+        sys.argv[1:] = resume_argv(sys.argv[1:])
     except UserError as e:
-        print(f"vae-latent: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        fail("vae-latent", e, e.exit_code)
     except HydraException as e:  # an override that does not parse
-        print(f"vae-latent: error: {hydra_error_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        fail("vae-latent", hydra_error_line(e))
     run_app(_train_app, "vae-latent")
 
 
@@ -211,27 +184,22 @@ def eval_main() -> None:
 
 def report_main(argv: list[str] | None = None) -> None:
     """``vae-latent-report DIR``: (re)build the report of a sweep directory."""
-    from vae_latent.report import write_report
-    from vae_latent.sweep import collect
+    from vae_latent.study.report import write_report
+    from vae_latent.study.runs import collect
 
     parser = argparse.ArgumentParser(prog="vae-latent-report", description=report_main.__doc__)
     parser.add_argument("dir", type=Path, help="a multirun directory (or any folder of runs)")
     args = parser.parse_args(argv)
     prog = "vae-latent-report"
     if not args.dir.is_dir():
-        print(
-            f"{prog}: error: {args.dir} is not a directory; pass a sweep directory", file=sys.stderr
-        )
-        sys.exit(2)
+        fail(prog, f"{args.dir} is not a directory; pass a sweep directory")
     runs = collect(args.dir)
     if not runs:
-        print(f"{prog}: error: no runs (no .hydra/config.yaml) under {args.dir}", file=sys.stderr)
-        sys.exit(2)
+        fail(prog, f"no runs (no .hydra/config.yaml) under {args.dir}")
     try:
         write_report(args.dir, runs)
     except OSError as e:
-        print(f"{prog}: error: {user_error(e) or e}", file=sys.stderr)
-        sys.exit(2)
+        fail(prog, user_error(e) or e)
     damaged = [f"{r['run']} ({r['error']})" for r in runs if r["status"] == "damaged"]
     if damaged:
         print(f"{prog}: damaged runs, reported as such: {'; '.join(damaged)}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Files a run writes and reads: atomic writes, JSON; what produced a number (versions, device)."""
+"""Files a run writes and reads: atomic writes (all or nothing), JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,33 +57,3 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"metrics.json holds a {type(data).__name__}, not an object")
     return data
-
-
-def versions() -> dict[str, str]:
-    """What produced a number: Python and the libraries that shape the results."""
-    from importlib.metadata import version
-
-    dists = {
-        "torch": "torch",
-        "torchvision": "torchvision",
-        "lightning": "lightning",
-        "hydra": "hydra-core",
-        "numpy": "numpy",
-        "scikit-learn": "scikit-learn",
-    }
-    return {"python": platform.python_version(), **{k: version(d) for k, d in dists.items()}}
-
-
-def device_name(device: Any) -> str:
-    """The GPU's name for a CUDA device, else the CPU model from /proc/cpuinfo."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()

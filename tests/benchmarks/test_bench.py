@@ -1,0 +1,40 @@
+"""The benchmark runs end to end on fixture data (no timing is asserted: that is its output)."""
+
+from benchmarks import bench
+
+
+def test_bench_prints_both_rates_and_their_ratio(data_root, capsys):
+    result = bench.main(
+        [
+            "--device",
+            "cpu",
+            "--steps",
+            "4",
+            "--warmup",
+            "2",
+            "--repeats",
+            "1",
+            "--batch-size",
+            "16",
+            "--data-root",
+            str(data_root),
+            "data.val_size=40",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith("{") and '"ratio"' in printed
+    for key in (
+        "lightning_images_per_s",
+        "plain_images_per_s",
+        "test_eval_seconds",
+        "peak_rss_mb",
+        "lightning_median_step_images_per_s",
+        "plain_median_step_images_per_s",
+    ):
+        assert result[key] > 0
+    want = result["lightning_images_per_s"] / result["plain_images_per_s"]
+    assert abs(result["ratio"] - want) <= 0.01 * want  # one repeat: the ratio of the two rates
+    assert result["device"] and result["batch_size"] == 16
+    # Both paths ran the timed steps, the plain loop in turns between Lightning's.
+    assert result["timed_steps_per_run"] == {"lightning": 4, "plain": 4}

@@ -1,0 +1,160 @@
+"""The LightningModule that trains a ``ConvVAE``: steps, epoch means, Adam, checkpoint loading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from vae_latent.model.elbo import KLEstimator, Likelihood
+from vae_latent.model.fused_step import FusedStepHooks, Step, match_capturable, step_mode
+from vae_latent.model.vae import ConvVAE
+
+
+class LitVAE(FusedStepHooks, L.LightningModule):
+    """Trains ``self.vae`` on the single-sample ELBO; logs ELBO, recon and KL in nats per image.
+
+    Validation and test means are logged through Lightning (weighted by batch size, synced over
+    DDP ranks). Training sums live on the device and are read once per epoch: no ``self.log``
+    or ``.item()`` per step (each costs host time, and ``.item()`` syncs a GPU).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] | list[int] = (1, 28, 28),
+        latent_dim: int = 2,
+        lr: float = 1e-4,
+        kl: KLEstimator = "mc",
+        likelihood: Likelihood = "bernoulli",
+        step: Step = "auto",
+    ) -> None:
+        super().__init__()
+        # Plain ints/floats/strings only: checkpoints must load with weights_only=True. The app
+        # logs the run's hyperparameters itself, with the test metric (logger=False here).
+        self.save_hyperparameters(
+            {
+                "image_shape": tuple(int(s) for s in image_shape),
+                "latent_dim": int(latent_dim),
+                "lr": float(lr),
+                "kl": kl,
+                "likelihood": likelihood,
+                "step": step,
+            },
+            logger=False,
+        )
+        hp = self.hparams
+        self.vae = ConvVAE(hp.image_shape, hp.latent_dim, likelihood, kl)
+        self._train_sums: Tensor | None = None  # this epoch's summed (recon, KL), on the device
+        self._train_images = 0
+        self._last_means: Tensor | None = None  # the fused step's last (recon, KL) means
+        self.last_step: Any = None  # the last training step's (recon, KL): the guard reports it
+        self.step_used = "lightning"  # which training step ran (metrics.json: step)
+        self.checkpoint_epoch: int | None = None  # epochs trained by the checkpoint last loaded
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.vae(x)
+
+    # --- training --------------------------------------------------------------------------
+    def _add_train_sums(self, recon: Tensor, kl_term: Tensor) -> None:
+        sums = torch.stack((recon.detach().sum(), kl_term.detach().sum()))
+        if self._train_sums is None:  # created once, zeroed in place: a CUDA graph writes it
+            self._train_sums = sums
+        else:
+            self._train_sums += sums
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x = batch[0]
+        if self.runner is not None:
+            loss = self.runner(x)
+        else:
+            recon, kl_term, _, _ = self.vae.elbo(x)
+            self.last_step = (recon.detach(), kl_term.detach())  # read if the loss is not finite
+            self._add_train_sums(recon, kl_term)
+            loss = (recon + kl_term).mean()
+        self._train_images += len(x)
+        # Lightning writes step logs after the batches where (step + 1) % N == 0, labelled with
+        # this step: logging on the same batches makes each point this step's own loss.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/elbo_step", -loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def fused_step(self, x: Tensor) -> Tensor:
+        """Zero grads, forward, ELBO, backward, Adam, epoch sums; returns the loss.
+
+        Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. The
+        optimizer is the one Lightning built (``configure_optimizers``).
+        """
+        optimizer = self._optimizer
+        optimizer.zero_grad(set_to_none=False)  # in the graph: the replay zeroes its own grads
+        recon, kl_term, _, _ = self.vae.elbo(x)
+        loss = (recon + kl_term).mean()
+        loss.backward()
+        optimizer.step()
+        means = torch.stack((recon.detach().mean(), kl_term.detach().mean()))
+        if self._last_means is None:  # created once, written in place: a replay writes it
+            self._last_means = means
+        else:
+            self._last_means.copy_(means)
+        self.last_step = self._last_means
+        self._add_train_sums(recon, kl_term)
+        return loss.detach()
+
+    def epoch_means(self) -> tuple[float, float] | None:
+        """This epoch's mean training (recon, KL) per image so far, read on the host."""
+        if self._train_sums is None or not self._train_images:
+            return None
+        recon, kl_term = (self._train_sums / self._train_images).tolist()
+        return recon, kl_term
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_sums is not None and self._train_images:
+            recon, kl_term = (self._train_sums / self._train_images).unbind()
+            self._log_means("train", recon, kl_term, batch_size=None)
+            self._train_sums.zero_()  # in place: a CUDA graph keeps writing into this tensor
+        self._train_images = 0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        fused, graph = step_mode(self.hparams.step, self.trainer)
+        # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph.
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, capturable=graph)
+        match_capturable(optimizer, graph)  # resuming a graph run's checkpoint eagerly, or back
+        self._optimizer = optimizer
+        self.use_fused_step(self.fused_step if fused else None, graph)
+        self.step_used = "fused, CUDA graph" if graph else "fused" if fused else "lightning"
+        return optimizer
+
+    # --- evaluation --------------------------------------------------------------------------
+    def _eval_step(self, x: Tensor, name: str) -> dict[str, Tensor]:
+        recon, kl_term, mean, logvar = self.vae.elbo(x)
+        self._log_means(name, recon.mean(), kl_term.mean(), batch_size=len(x))
+        return {"mean": mean.detach(), "logvar": logvar.detach()}  # for the TestCodes callback
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        # The study's protocol scores the test split in the validation loop: logged as test/*.
+        return self._eval_step(batch[0], getattr(self.trainer.datamodule, "val_name", "val"))
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch[0], "test")
+
+    def _log_means(self, name: str, recon: Tensor, kl_term: Tensor, batch_size: int | None) -> None:
+        """``name/{elbo,recon,kl}`` per image; evaluation means are epoch means of batch means."""
+        self.log_dict(
+            {f"{name}/elbo": -(recon + kl_term), f"{name}/recon": recon, f"{name}/kl": kl_term},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=batch_size is not None and self.trainer.state.fn == "fit",
+            batch_size=batch_size,
+            sync_dist=True,
+        )
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before the network was its own module name its weights
+        # encoder.* / decoder.*: they now live under vae.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(("encoder.", "decoder."))]:
+            state[f"vae.{key}"] = state.pop(key)
+        # Which epoch the weights are from: pictures and metrics.json say so.
+        self.checkpoint_epoch = int(checkpoint.get("epoch", -1)) + 1

@@ -1,0 +1,107 @@
+"""The study's convolutional VAE as a plain ``nn.Module``: encode, reparameterize, decode, ELBO."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vae_latent.model.elbo import KLEstimator, Likelihood, elbo_terms, pixel_distribution
+
+# log-variance is clamped here: exp(logvar) stays finite in float32 (docs/numerics.md).
+LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def encoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Sequential:
+    """Two stride-2 valid convs (32, 64) and a dense layer to mean and log-variance."""
+    h, w = height, width
+    for _ in range(2):  # 3x3 kernel, stride 2, no padding
+        h, w = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 3, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * h * w, 2 * latent_dim),
+    )
+
+
+def decoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Sequential:
+    """Dense to (32, H/4, W/4), two stride-2 "same" transposed convs (64, 32), one to logits."""
+    h, w = height // 4, width // 4
+    # padding=1 + output_padding=1 makes a stride-2 transposed conv exactly double the size,
+    # which is what Keras calls padding="same".
+    return nn.Sequential(
+        nn.Linear(latent_dim, 32 * h * w),
+        nn.ReLU(),
+        nn.Unflatten(1, (32, h, w)),
+        nn.ConvTranspose2d(32, 64, 3, stride=2, padding=1, output_padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, channels, 3, stride=1, padding=1),
+    )
+
+
+class ConvVAE(nn.Module):
+    """q(z|x) = N(mean, diag(exp(logvar))) from the encoder; p(x|z) from the decoder's logits."""
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] | list[int] = (1, 28, 28),
+        latent_dim: int = 2,
+        likelihood: Likelihood = "bernoulli",
+        kl: KLEstimator = "mc",
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.latent_dim, self.likelihood, self.kl = int(latent_dim), likelihood, kl
+        self.encoder = encoder(*self.image_shape, self.latent_dim)
+        self.decoder = decoder(*self.image_shape, self.latent_dim)
+        # NHWC convolutions: oneDNN's fast path on CPU; the same numbers.
+        self.to(memory_format=torch.channels_last)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z|x)."""
+        mean, logvar = self.encoder(x.contiguous(memory_format=torch.channels_last)).chunk(2, dim=1)
+        return mean, logvar.clamp(*LOGVAR_RANGE)
+
+    @staticmethod
+    def reparameterize(mean: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+        """z = mean + sigma * eps (fresh N(0, I) draws unless given): differentiable in both."""
+        eps = torch.randn_like(mean) if eps is None else eps
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The logits of p(x|z)."""
+        return self.decoder(z)
+
+    def mean_image(self, z: Tensor) -> Tensor:
+        """The mean of p(x|z), an image in [0, 1] (sigmoid of the logits for the Bernoulli)."""
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(self.decoder(z))
+        return pixel_distribution(self.decoder(z), self.likelihood).mean
+
+    @torch.no_grad()
+    def sample(
+        self, n_or_eps: int | Tensor = 16, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Decode prior draws (``n`` fresh ones, or the given ``eps``) to images in [0, 1]."""
+        if isinstance(n_or_eps, int):
+            n_or_eps = torch.randn(n_or_eps, self.latent_dim, generator=generator)
+        return self.mean_image(n_or_eps.to(self.device, next(self.parameters()).dtype))
+
+    def elbo(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-image reconstruction NLL and KL term (one Monte Carlo z), and q(z|x)'s parameters."""
+        mean, logvar = self.encode(x)
+        z = self.reparameterize(mean, logvar)
+        recon, kl_term = elbo_terms(x, self.decoder(z), z, mean, logvar, self.kl, self.likelihood)
+        return recon, kl_term, mean, logvar
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-image reconstruction NLL and KL term for a batch: the loss is their mean sum."""
+        return self.elbo(x)[:2]

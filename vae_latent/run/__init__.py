@@ -1,0 +1,1 @@
+"""A run of the tool: settings checked, its directory, training, evaluation, resume, record."""

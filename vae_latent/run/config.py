@@ -1,0 +1,41 @@
+"""Composing the apps' configs (also outside a Hydra run), and the resolvers they use."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_latent.run.keys import job_dirname_excludes
+
+
+def short_dirname(name: str, limit: int = 200) -> str:
+    """A job directory name a filesystem takes (255 bytes at most): long ones end in a hash."""
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return name.encode()[: limit - 11].decode(errors="ignore") + "-" + digest
+
+
+# Two sweeps started in the same second must not share a directory (conf/hydra/default.yaml).
+OmegaConf.register_new_resolver("vae_pid", lambda: str(os.getpid()), replace=True)
+OmegaConf.register_new_resolver("vae_dirname", short_dirname, replace=True)
+# What a job's folder name leaves out, from the run-keys table (conf/hydra/default.yaml).
+OmegaConf.register_new_resolver("vae_dirname_excludes", job_dirname_excludes, replace=True)
+
+
+def conf_dir() -> str:
+    """conf/ inside an installed wheel, else the repo's top-level conf/ (editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "conf"
+    return str(packaged if packaged.is_dir() else package.parent / "conf")
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config an app would compose from these overrides, outside a Hydra run."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose(config_name, overrides=overrides)

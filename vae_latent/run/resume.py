@@ -1,0 +1,271 @@
+"""Resume: what a run folder may give a new command, what it may not change, what is left to do.
+
+A run folder can come from anyone (a cluster's shared disk, a colleague's zip): its files are
+data. ``.hydra/overrides.yaml`` contributes only plain settings of this app (a config group's
+option on disk, or a value with no ``_target_``, no interpolation, nothing under ``hydra``);
+``.hydra/config.yaml`` is read for the run's identity only, never resolved through a resolver;
+the checkpoint's callback state is rebuilt from the run folder (``callbacks/run_checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from vae_latent.errors import ConfigError
+from vae_latent.files import read_json, write_json
+from vae_latent.run.config import conf_dir
+from vae_latent.run.keys import RunKey, from_config, identity_keys
+from vae_latent.run.record import run_status
+
+# Hydra's command-line flags that take a value as the next argument.
+VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
+VALUE_FLAGS |= {"-cd", "--package", "-p"}
+INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # optional
+CODE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``resume=<run dir>``: the run's saved settings, then this command's, in that run dir.
+
+    ``resume=true`` (the same command again in its ``hydra.run.dir``) is left to the app.
+    """
+    args = [a for a in argv if a.startswith("resume=")]
+    if not args:
+        return argv
+    value = _override_value(args[-1])
+    if value.lower() in ("true", "false", "null", "none"):
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        raise ConfigError(
+            "resume=<run dir> resumes one run; to finish a sweep use resume=true with its "
+            "hydra.sweep.dir"
+        )
+    run_dir = Path(value).expanduser().resolve()
+    rest = [a for a in argv if not a.startswith(("resume=", "hydra.run.dir="))]
+    flags, given = [], []
+    for arg in rest:  # Hydra's flags, with the values some take (--cfg job), stay flags
+        flag = flags[-1] if flags else ""
+        takes_value = (flag in VALUE_FLAGS and "=" not in arg) or (
+            flag in ("--info", "-i") and arg in INFO_VALUES
+        )
+        (flags if arg.startswith("-") or takes_value else given).append(arg)
+    overrides = resumed_overrides(run_dir, given)
+    return [
+        *flags,
+        *overrides,
+        f"resume={quote(str(run_dir))}",
+        f"hydra.run.dir={quote(str(run_dir))}",
+    ]
+
+
+def _override_value(arg: str) -> str:
+    """The value of ``key=value`` as Hydra reads it (quotes removed), else as typed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(arg).value()
+    except Exception:  # a path with = or , typed unquoted: take it as it is
+        value = None
+    return value if isinstance(value, str) else arg.split("=", 1)[1]
+
+
+def quote(text: str) -> str:
+    """``text`` as one quoted Hydra value (spaces, = and , included; no interpolation)."""
+    text = re.sub(r"\\(?=')|\\$", r"\\\\", text).replace("'", "\\'").replace("${", "\\${")
+    return f"'{text}'"
+
+
+def resumed_overrides(run_dir: Path, new: list[str]) -> list[str]:
+    """The run's saved command-line overrides that are plain settings, then this command's.
+
+    Parsed with Hydra's own override parser, so group overrides (``dataset=...``), additions
+    (``+key=``) and deletions (``~key``) keep their meaning; a later override wins. A saved
+    override that is not a plain setting is refused, naming the file and the override.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    path = Path(run_dir, ".hydra", "overrides.yaml")
+    if not path.is_file():
+        raise ConfigError(
+            f"resume={run_dir} is not a run directory (no .hydra/overrides.yaml); pass the "
+            "folder that holds checkpoints/ and .hydra/ of an earlier run"
+        )
+    saved = _read_yaml(path)
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise ConfigError(f"{path} is not a list of overrides; it is damaged")
+    parser = OverridesParser.create()
+    parsed_new = parser.parse_overrides(new)
+    replaced = {o.key_or_group for o in parsed_new if o.type.name != "DEL"}
+    kept = []
+    for text in saved:
+        try:
+            override = parser.parse_override(text)
+        except Exception as e:
+            raise ConfigError(f"{path}: {text!r} is not an override ({type(e).__name__})") from e
+        why = _not_plain(override, text)
+        if why:
+            raise ConfigError(
+                f"{path}: {text!r} {why}; a run folder's files never name code to run or change "
+                "Hydra itself: if you mean it, type it on the command line after resume="
+            )
+        if override.key_or_group not in replaced and override.key_or_group != "resume":
+            kept.append(text)
+    return kept + _legacy_values(run_dir, kept + new) + new
+
+
+def _not_plain(override: Any, text: str) -> str | None:
+    """Why a saved override is not a plain setting of this app, or None."""
+    key = override.key_or_group
+    if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.package is not None:
+        return "changes Hydra itself (hydra.*, a launcher, a package)"
+    if "${" in text:
+        return "holds an interpolation (${...}), which can run a resolver"
+    if override.type.name == "DEL":
+        return None
+    if override.is_sweep_override():
+        return "is a sweep, not one run's setting"
+    value = override.value()
+    if (Path(conf_dir()) / key).is_dir():  # a config group: its option must be a file of ours
+        option = Path(conf_dir(), key, f"{value}.yaml") if isinstance(value, str) else None
+        return None if option and option.is_file() else f"names no option of the {key} group"
+    if set(key.split(".")) & CODE_KEYS or _names_code(value):
+        return "names code to run (_target_)"
+    if key.split(".")[0] == "callbacks" and isinstance(value, dict):
+        return "adds a callback (code to run)"
+    return None
+
+
+def _names_code(value: Any) -> bool:
+    if isinstance(value, dict):
+        return bool(set(value) & CODE_KEYS) or any(_names_code(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_code(v) for v in value)
+    return False
+
+
+def _legacy_values(run_dir: Path, overrides: list[str]) -> list[str]:
+    """Identity settings the run predates, at the value it was made with (``RunKey.legacy``)."""
+    saved = saved_settings(run_dir)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [
+        f"{k.path}={k.legacy}"
+        for k in identity_keys()
+        if k.legacy is not None and k.path not in given and saved_value(saved, k) is ABSENT
+    ]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except Exception as e:
+        raise ConfigError(f"{path} cannot be read ({type(e).__name__}); it is damaged") from e
+
+
+ABSENT = object()
+
+
+def saved_settings(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``.hydra/config.yaml`` as plain YAML data (nothing resolved), or None."""
+    path = Path(run_dir, ".hydra", "config.yaml")
+    if not path.is_file():
+        return None
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a mapping; it is damaged")
+    return data
+
+
+def saved_value(saved: dict[str, Any] | None, key: RunKey, depth: int = 0) -> Any:
+    """``key``'s value in a saved config; a ``${other.key}`` reference is followed, a resolver
+    call (``${name:...}``) is refused: reading a file never runs anything."""
+    node: Any = saved
+    for part in key.path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return ABSENT
+        node = node[part]
+    if isinstance(node, str) and "${" in node:
+        ref = re.fullmatch(r"\$\{([\w.]+)\}", node)
+        if ref is None or depth > 5:
+            raise ConfigError(
+                f".hydra/config.yaml: {key.path}={node!r} is not a plain value; a run's "
+                "identity must be written out (it is read, never resolved)"
+            )
+        return saved_value(saved, RunKey(key.name, ref.group(1)), depth + 1)
+    return node
+
+
+def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Refuse a resume the checkpoint cannot continue; a complete run's record if it is done."""
+    saved = saved_settings(run_dir)
+    if saved is None:
+        raise ConfigError(
+            f"resume: {run_dir} is not a run directory (no .hydra/config.yaml); pass the folder "
+            "that holds checkpoints/ and .hydra/ of an earlier run"
+        )
+    for key in identity_keys():
+        before, after = saved_value(saved, key), from_config(cfg, key)
+        before = key.legacy if before is ABSENT else before
+        if before != after:
+            raise ConfigError(
+                f"resume: {key.path}={after} but the run was made with {key.path}={before}: its "
+                "checkpoint cannot continue with another architecture, data or recipe; start a "
+                "new run in another hydra.run.dir instead"
+            )
+    status, _ = run_status(run_dir)
+    if status == "complete":
+        record = read_json(Path(run_dir, "metrics.json"))
+        if not _trains_further(saved, cfg, record):
+            print(f"{run_dir} is complete (metrics.json): nothing to train", flush=True)
+            return record
+    return None
+
+
+def _trains_further(saved: dict[str, Any], cfg: DictConfig, record: dict[str, Any]) -> bool:
+    """Whether ``cfg`` lets a complete run train past where its own config stopped it (not its
+    epochs: a run ended by early stopping or ``max_steps`` is complete under the same command)."""
+
+    def limit(value: Any) -> float:
+        plain = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return math.inf if not plain or value == -1 else float(value)
+
+    trainer = saved.get("trainer") if isinstance(saved.get("trainer"), dict) else {}
+    before = limit(trainer.get("max_epochs", record.get("epochs")))
+    after = OmegaConf.select(cfg, "trainer.max_epochs")
+    steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    return limit(after) > before or limit(steps) > limit(trainer.get("max_steps"))
+
+
+def check_checkpoint_hparams(ckpt: dict[str, Any], cfg: DictConfig, path: Path) -> None:
+    """The checkpoint's own model hyperparameters against the config (an edited .hydra/ too)."""
+    hparams = ckpt["hyper_parameters"]
+    for key in identity_keys():
+        if key.section == "model" and hparams.get(key.leaf, key.legacy) != from_config(cfg, key):
+            raise ConfigError(
+                f"resume: {key.path}={from_config(cfg, key)} but {path.name} was trained "
+                f"with {hparams.get(key.leaf, key.legacy)}; start a new run in another "
+                "hydra.run.dir instead"
+            )
+
+
+def mark_resumed(run_dir: Path) -> None:
+    """Before a resumed run rewrites .hydra/: its record says incomplete, so that a resume killed
+    now is finished by the next one (the earlier complete record is kept under ``previous``)."""
+    path = Path(run_dir, "metrics.json")
+    status, _ = run_status(run_dir)
+    previous = read_json(path) if status == "complete" else None
+    record = {"status": "incomplete", "error": "resumed; not finished yet"}
+    write_json(path, {**record, "previous": previous} if previous else record)
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of atomic writes that a killed process left (``.<name>.tmp``, ours only)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "epochs", run_dir / ".hydra"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() and not folder.is_symlink() else []:
+            if tmp.is_file() or tmp.is_symlink():
+                tmp.unlink()

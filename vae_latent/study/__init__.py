@@ -1,0 +1,1 @@
+"""A sweep's runs collected from disk, compared across tiers, and the report written."""

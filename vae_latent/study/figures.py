@@ -1,0 +1,198 @@
+"""The sweep report's figures: metrics against latent size (or tier), over epochs, and a sheet."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from vae_latent.data.datasets import TIER_NAMES  # noqa: E402
+from vae_latent.files import save_atomic  # noqa: E402
+from vae_latent.study.runs import METRICS  # noqa: E402
+from vae_latent.study.stats import INTERPRETABILITY, NLL, TIER_ORDER, grouped, run_order  # noqa: E402
+
+SHOWN = ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]
+# Per-epoch latent metrics (latent_metrics.csv of each run) and their axis labels.
+EPOCH_METRICS = {
+    "active_units": "active units",
+    "kl_total": "KL summed over dims (nats)",
+    "linear_probe_acc": "linear-probe accuracy",
+    "knn_acc": "5-NN accuracy",
+}
+
+
+def _save(fig: Any, path: Path) -> None:
+    save_atomic(path, lambda buffer: fig.savefig(buffer, format=path.suffix[1:]))
+    plt.close(fig)
+
+
+def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bool:
+    """Each metric against latent size, one line per tier; against the tiers at one latent size."""
+    complete = [r for r in rows if r["status"] == "complete"]
+    if not complete:
+        return False
+    sizes = sorted({r["latent_dim"] for r in complete})
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), dpi=110)
+    seeds = False
+    for ax, metric in zip(axes.flat, SHOWN, strict=True):
+        by_key = grouped(rows, metric)
+        seeds |= any(s.n > 1 for by_t in by_key.values() for s in by_t.values())
+        if len(sizes) > 1:
+            _against_latent(ax, by_key)
+        else:
+            _against_tier(ax, by_key)
+        ax.set_ylabel(METRICS[metric][0])
+        ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
+        ax.grid(alpha=0.3)
+        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
+            ax.set_ylim(0, max(sizes) + 0.5)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    spread = "; mean ± std over seeds" if seeds else ""
+    if len(sizes) > 1:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(
+            handles, labels, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.95)
+        )
+        fig.suptitle(f"Latent-space metrics against latent size (one line per tier{spread})")
+    else:
+        fig.suptitle(
+            f"Latent-space metrics across the tiers, simplest first (latent {sizes[0]}{spread})"
+        )
+    fig.tight_layout(rect=(0, 0, 1, 0.91 if len(sizes) > 1 else 0.96))
+    _save(fig, path)
+    return True
+
+
+def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None) -> None:
+    """Means with ± one sample std over seeds as error bars (none for a single seed)."""
+    means, stds = [s.mean for s in stats], [s.std or 0.0 for s in stats]
+    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+
+
+def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
+    for recipe in sorted({r for r, _ in by_key}):  # "" unless the sweep mixes recipes
+        for t in TIER_ORDER:
+            pts = sorted((z, v[t]) for (r, z), v in by_key.items() if r == recipe and t in v)
+            if pts:
+                zs, stats = zip(*pts, strict=True)
+                _errorbar(ax, zs, stats, TIER_NAMES[t] + (f" ({recipe})" if recipe else ""))
+    sizes = sorted({z for _, z in by_key})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(z) for z in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("latent size")
+
+
+def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """One latent size: the metric at each tier in the study's order of complexity."""
+    for (recipe, _), by_tier in sorted(by_key.items()):
+        present = [t for t in TIER_ORDER if t in by_tier]
+        xs = [TIER_ORDER.index(t) for t in present]
+        stats = [by_tier[t] for t in present]
+        _errorbar(ax, xs, stats, recipe or None)
+    ax.set_xticks(range(len(TIER_ORDER)), [TIER_NAMES[t] for t in TIER_ORDER], rotation=15)
+    ax.set_xlim(-0.4, len(TIER_ORDER) - 0.6)
+    ax.set_xlabel("tier (data complexity →)")
+
+
+def read_epoch_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """A run's latent_metrics.csv as rows of floats (empty if it has none or it is damaged)."""
+    path = run_dir / "latent_metrics.csv"
+    try:
+        with open(path, newline="") as f:
+            return [
+                {k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(f)
+            ]
+    except (OSError, ValueError, csv.Error):
+        return []
+
+
+def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bool:
+    """Each per-epoch latent metric against epoch, one line per run, coloured by tier."""
+    runs = [(r, read_epoch_metrics(sweep_dir / r["run"])) for r in sorted(rows, key=run_order)]
+    runs = [(r, m) for r, m in runs if m]
+    if not runs:
+        return False
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), dpi=110)
+    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TIER_ORDER)}
+    styles = ["-", "--", ":", "-."]
+    sizes = sorted({r["latent_dim"] for r, _ in runs})
+    for ax, (metric, label) in zip(axes.flat, EPOCH_METRICS.items(), strict=True):
+        shown: set[str] = set()
+        for r, metrics in runs:
+            name = f"{TIER_NAMES.get(r['tier'], r['tier'])}" + (
+                f", z={r['latent_dim']}" if len(sizes) > 1 else ""
+            )
+            ax.plot(
+                [m["epoch"] for m in metrics],
+                [m.get(metric, float("nan")) for m in metrics],
+                color=colours.get(r["tier"], "gray"),
+                linestyle=styles[sizes.index(r["latent_dim"]) % len(styles)],
+                marker="o",
+                markersize=3,
+                label=None if name in shown else name,
+            )
+            shown.add(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
+            ax.set_ylim(0, max(sizes) + 0.5)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=min(len(labels), 6),
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.955),
+    )
+    fig.suptitle(
+        "Latent metrics over training (fixed test subset; one line per run, colour = tier)"
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _save(fig, path)
+    return True
+
+
+def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bool:
+    """Each complete run's tested grid, manifold (or traversal) and scatter side by side.
+
+    All three come from the checkpoint the run's metrics.json scores (drawn after its test).
+    """
+    import imageio.v3 as iio
+
+    runs = sorted((r for r in rows if r["status"] == "complete"), key=run_order)
+    if not runs:
+        return False
+    fig, axes = plt.subplots(len(runs), 3, figsize=(18, 4.2 * len(runs)), dpi=80, squeeze=False)
+    for row_axes, r in zip(axes, runs, strict=True):
+        d = sweep_dir / r["run"]
+        latent = d / "latent_manifold.png"
+        latent = latent if latent.is_file() else d / "latent_traversal.png"
+        for ax, file in zip(
+            row_axes, [d / "grid.png", latent, d / "latent_scatter.png"], strict=True
+        ):
+            ax.axis("off")
+            if file.is_file():
+                ax.imshow(iio.imread(file))
+            else:
+                ax.text(0.5, 0.5, "not drawn (callbacks off?)", ha="center", va="center")
+        row_axes[0].set_title(
+            f"{TIER_NAMES.get(r['tier'], r['tier'])}, latent {r['latent_dim']}, seed {r['seed']}",
+            loc="left",
+            fontsize=14,
+        )
+    fig.tight_layout()
+    _save(fig, path)
+    return True

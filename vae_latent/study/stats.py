@@ -1,0 +1,148 @@
+"""A sweep's runs aggregated: means over seeds, tiers compared per recipe and latent size."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean, stdev
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from vae_latent.data.datasets import TIERS
+from vae_latent.run.keys import names, recipe_names
+from vae_latent.study.runs import METRICS
+
+TIER_ORDER = list(TIERS)  # simplest first
+INTERPRETABILITY = ["linear_probe_acc", "knn_acc", "silhouette"]
+# Log-likelihood terms: comparable across runs only where the likelihood is a normalized density.
+NLL = {"test_elbo", "test_recon", "iw_nll", "bits_per_dim"}
+
+
+def group_keys() -> list[str]:
+    """Shown for each configuration of the seed table (its runs agree on every other setting)."""
+    return ["tier", *(k for k in names() if k != "seed")]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample standard deviation (None for a single run) and count of one metric."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        return cls(mean(values), stdev(values) if len(values) > 1 else None, len(values))
+
+
+def within_one_std(a: Stat, b: Stat) -> bool:
+    """Whether two means differ by less than the larger of their two seeds' std."""
+    stds = [s.std for s in (a, b) if s.std is not None]
+    return bool(stds) and abs(a.mean - b.mean) < max(stds)
+
+
+def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration (same config but the seed): mean, ``<metric>_std``, ``n``."""
+    by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["status"] == "complete":
+            by_config[r["config"]].append(r)
+    groups = []
+    for config, runs in by_config.items():
+        group = {
+            "kind": "seed_mean",
+            "config": config,
+            **{k: runs[0][k] for k in group_keys()},
+            "seed": " ".join(str(r["seed"]) for r in runs),
+            "status": "complete",
+            "n": len(runs),
+            "nll_comparable": runs[0]["nll_comparable"],
+        }
+        for metric in METRICS:
+            values = [float(r[metric]) for r in runs if r.get(metric) is not None]
+            stat = Stat.of(values) if values else None
+            group[metric] = stat.mean if stat else None
+            group[f"{metric}_std"] = stat.std if stat else None
+        groups.append(group)
+    return sorted(groups, key=run_order)
+
+
+def run_order(r: dict[str, Any]) -> tuple:
+    """Simplest tier first, then latent size, then learning rate, then seed."""
+    seed = r.get("seed")
+    return (
+        TIER_ORDER.index(r["tier"]) if r["tier"] in TIERS else 9,
+        r.get("latent_dim") or 0,
+        r.get("lr") or 0,
+        seed if isinstance(seed, int) else 0,
+    )
+
+
+def grouped(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, int], dict[str, Stat]]:
+    """(recipe, latent_dim) -> tier -> ``metric`` over the complete runs (mean ± std over seeds).
+
+    The recipe is a label of the recipe keys that vary in the sweep ("" when none does):
+    only runs of one recipe are pooled as seeds and compared across tiers.
+    """
+    complete = [r for r in rows if r["status"] == "complete"]
+    varying = [k for k in recipe_names() if len({str(r.get(k)) for r in complete}) > 1]
+    acc: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in complete:
+        if r.get(metric) is None or (metric in NLL and not r["nll_comparable"]):
+            continue
+        acc[(recipe_label(r, varying), r["latent_dim"])][r["tier"]].append(float(r[metric]))
+    return {key: {t: Stat.of(v) for t, v in tiers.items()} for key, tiers in sorted(acc.items())}
+
+
+def recipe_label(row: dict[str, Any], keys: list[str]) -> str:
+    """E.g. 'study protocol, lr=0.001': the row's values of ``keys``."""
+    parts = []
+    for key in keys:
+        value = row.get(key)
+        if key == "protocol":
+            parts.append(f"{value} protocol")
+        else:
+            parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(parts)
+
+
+def degradation(by_tier: dict[str, Stat]) -> tuple[int, int, int]:
+    """Ordered tier pairs (simpler, harder) where the mean falls, rises, or moves within one std."""
+    present = [t for t in TIER_ORDER if t in by_tier]
+    falls = rises = within = 0
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            sa, sb = by_tier[a], by_tier[b]
+            if sa.mean == sb.mean or within_one_std(sa, sb):
+                within += 1
+            elif sa.mean > sb.mean:
+                falls += 1
+            else:
+                rises += 1
+    return falls, rises, within
+
+
+def best_trial(
+    rows: list[dict[str, Any]], sweep_dir: Path
+) -> tuple[float, dict, str | None] | None:
+    """Optuna's best value and parameters (optimization_results.yaml), and the run behind it."""
+    path = sweep_dir / "optimization_results.yaml"
+    if not path.is_file():
+        return None
+    result = OmegaConf.to_container(OmegaConf.load(path))
+    if "best_params" not in result:  # a multi-objective study has a Pareto front instead
+        return None
+    value = float(result["best_value"])
+    run = next(
+        (
+            r["run"]
+            for r in rows
+            if r.get("best_val_elbo") is not None
+            and abs(r["best_val_elbo"] - value) <= 1e-6 * max(1.0, abs(value))
+        ),
+        None,
+    )
+    return value, result["best_params"], run
