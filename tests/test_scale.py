@@ -15,7 +15,6 @@ from vae_latent.run.keys import names
 from .conftest import REPO, TINY, run_app
 
 
-
 def hadolint() -> str:
     found = shutil.which("hadolint") or shutil.which(
         "hadolint", path=str(Path(sys.executable).parent)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vae_latent.run.checkpoints import read_checkpoint as check_checkpoint
 from vae_latent.errors import DataError, UserError, user_error
 from vae_latent.files import save_atomic
+from vae_latent.run.checkpoints import read_checkpoint as check_checkpoint
 from vae_latent.run.rundir import RunDirLock
 
 from ..conftest import REPO, TINY, assert_one_line_error, compose, file_hashes, read_metrics

@@ -108,7 +108,7 @@ def test_train_and_eval_records_share_one_set_of_keys(trained, app, data_root, t
     assert proc.returncode == 0, proc.stderr
     evaluated = read_metrics(out)
     assert set(train) - TRAIN_ONLY == set(evaluated) - EVAL_ONLY
-    assert TRAIN_ONLY <= set(train) and EVAL_ONLY <= set(evaluated)
+    assert set(train) >= TRAIN_ONLY and set(evaluated) >= EVAL_ONLY
     same = [k.name for k in RUN_KEYS if k.section != "trainer"]  # eval trains nothing
     assert {k: evaluated[k] for k in same} == {k: train[k] for k in same}
 
@@ -197,7 +197,8 @@ def test_callbacks_none_writes_no_figures(data_root, tmp_path):
 def test_two_sweeps_started_together_get_two_directories():
     """The sweep dir has microseconds and the process id: two processes never share it."""
     code = (
-        "from hydra import compose, initialize_config_dir; from vae_latent.run.config import conf_dir; "
+        "from hydra import compose, initialize_config_dir; "
+        "from vae_latent.run.config import conf_dir; "
         "initialize_config_dir(config_dir=conf_dir(), version_base='1.3'); "
         "from hydra.core.hydra_config import HydraConfig; "
         "cfg = compose('train', return_hydra_config=True); HydraConfig.instance().set_config(cfg); "
