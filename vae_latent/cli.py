@@ -149,6 +149,10 @@ def run_app(app: Callable[[], Any], prog: str) -> None:
         if cause is None:
             raise
         fail(prog, cause, cause.exit_code)
+    except ValueError as e:  # Hydra's own check of its flags (two modes at once)
+        if not str(e).startswith("Only one of --run, --multirun, --cfg"):
+            raise
+        fail(prog, f"{e}; use one of them at a time")
 
 
 def _thread_error(args: threading.ExceptHookArgs) -> None:
