@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.distributions import ContinuousBernoulli
 
 from vae_latent.model import ConvVAE
@@ -114,3 +115,49 @@ def test_continuous_bernoulli_is_normalized_and_its_mean_is_what_decode_shows():
     want = ContinuousBernoulli(logits=model.decode(z)).mean
     assert torch.allclose(model.mean_image(z), want)
     assert not torch.allclose(want, torch.sigmoid(model.decode(z)))
+
+
+def _keras_bound(layer):
+    """glorot-uniform's bound from Keras's own kernel layouts and fan computation."""
+    if isinstance(layer, nn.Linear):  # Keras Dense kernel: (in, out)
+        fan_in, fan_out = layer.in_features, layer.out_features
+    else:  # Keras Conv2D kernel (kh, kw, in, out); Conv2DTranspose (kh, kw, filters, in)
+        kh, kw = layer.kernel_size
+        cin, cout = layer.in_channels, layer.out_channels
+        if isinstance(layer, nn.ConvTranspose2d):
+            cin, cout = cout, cin  # Keras's fan_in is the filters (its kernel's shape[-2])
+        fan_in, fan_out = kh * kw * cin, kh * kw * cout
+    return math.sqrt(6 / (fan_in + fan_out))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_the_keras_init_has_glorot_bounds_per_layer_and_zero_biases(shape):
+    torch.manual_seed(0)
+    model = ConvVAE(image_shape=shape, latent_dim=2, init="keras")
+    layers = [
+        m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+    ]
+    assert len(layers) == 7
+    for layer in layers:
+        bound, w = _keras_bound(layer), layer.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound  # uniform up to its bound
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.25)
+        assert torch.count_nonzero(layer.bias) == 0
+    # The decoder's first dense layer, 2 -> 32·(H/4)²: Keras starts it at ±0.062 on MNIST,
+    # PyTorch's default at ±1/√2 = ±0.71.
+    dense = 32 * (shape[1] // 4) ** 2
+    assert _keras_bound(model.decoder[0]) == pytest.approx(math.sqrt(6 / (2 + dense)))
+
+
+def test_the_torch_init_is_pytorchs_layer_defaults():
+    torch.manual_seed(0)
+    model = ConvVAE(latent_dim=2, init="torch")
+    torch.manual_seed(0)
+    plain = nn.Sequential(  # the same layers, built in the same order, by PyTorch alone
+        nn.Conv2d(1, 32, 3, stride=2), nn.Conv2d(32, 64, 3, stride=2), nn.Linear(2304, 4),
+        nn.Linear(2, 1568), nn.ConvTranspose2d(32, 64, 3, 2, 1, 1),
+        nn.ConvTranspose2d(64, 32, 3, 2, 1, 1), nn.ConvTranspose2d(32, 1, 3, 1, 1),
+    )  # fmt: skip
+    ours = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    for a, b in zip(ours, plain, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)

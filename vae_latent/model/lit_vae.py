@@ -10,7 +10,7 @@ from torch import Tensor
 
 from vae_latent.model.elbo import KLEstimator, Likelihood
 from vae_latent.model.fused_step import FusedStepHooks, Step, match_capturable, step_mode
-from vae_latent.model.vae import ConvVAE
+from vae_latent.model.vae import ConvVAE, Init
 
 
 class LitVAE(FusedStepHooks, L.LightningModule):
@@ -29,6 +29,7 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         kl: KLEstimator = "mc",
         likelihood: Likelihood = "bernoulli",
         step: Step = "auto",
+        init: Init = "torch",
     ) -> None:
         super().__init__()
         # Plain ints/floats/strings only: checkpoints must load with weights_only=True. The app
@@ -41,11 +42,12 @@ class LitVAE(FusedStepHooks, L.LightningModule):
                 "kl": kl,
                 "likelihood": likelihood,
                 "step": step,
+                "init": init,
             },
             logger=False,
         )
         hp = self.hparams
-        self.vae = ConvVAE(hp.image_shape, hp.latent_dim, likelihood, kl)
+        self.vae = ConvVAE(hp.image_shape, hp.latent_dim, likelihood, kl, init)
         self._train_sums: Tensor | None = None  # this epoch's summed (recon, KL), on the device
         self._train_images = 0
         self._last_means: Tensor | None = None  # the fused step's last (recon, KL) means

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor, nn
 
 from vae_latent.model.elbo import KLEstimator, Likelihood, elbo_terms, pixel_distribution
 
+# How the weights start (model.init): keras is the study's own model (Keras's defaults: glorot-
+# uniform kernels, zero biases); torch is PyTorch's layer defaults (kaiming-uniform(a=√5)
+# weights, uniform biases in ±1/√fan_in).
+Init = Literal["keras", "torch"]
+INITS: tuple[str, ...] = get_args(Init)
+
 # log-variance is clamped here: exp(logvar) stays finite in float32 (docs/numerics.md).
 LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras's default initialisation: glorot-uniform kernels (±√(6 / (fan_in + fan_out))), zero
+    biases. Keras computes fans from its own kernel layouts, which for a transposed conv swap
+    fan_in and fan_out against PyTorch's; their sum, all the bound depends on, is the same."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 def encoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Sequential:
@@ -52,12 +70,17 @@ class ConvVAE(nn.Module):
         latent_dim: int = 2,
         likelihood: Likelihood = "bernoulli",
         kl: KLEstimator = "mc",
+        init: Init = "torch",
     ) -> None:
         super().__init__()
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent_dim, self.likelihood, self.kl = int(latent_dim), likelihood, kl
         self.encoder = encoder(*self.image_shape, self.latent_dim)
         self.decoder = decoder(*self.image_shape, self.latent_dim)
+        if init == "keras":
+            keras_init(self)
+        elif init != "torch":
+            raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")
         # NHWC convolutions: oneDNN's fast path on CPU; the same numbers.
         self.to(memory_format=torch.channels_last)
 

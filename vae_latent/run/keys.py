@@ -50,6 +50,7 @@ RUN_KEYS: list[RunKey] = [
     RunKey("kl", "model.kl", recipe=True),
     RunKey("likelihood", "model.likelihood", recipe=True, legacy="bernoulli"),
     RunKey("lr", "model.lr", float, recipe=True),
+    RunKey("init", "model.init", recipe=True, legacy="torch"),
     RunKey("max_epochs", "trainer.max_epochs", int, identity=False, recipe=True, hparam=False),
     RunKey("seed", "seed", int, identity=False),  # repeats of one configuration differ only here
 ]
