@@ -48,18 +48,18 @@ class Interleave(L.Callback):
     def _close_step(self, now: float) -> None:
         self.steps.append(now - self._start - self._excluded)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
-        now = time.perf_counter()
-        if i > self.warmup:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, _: int) -> None:
+        now, i = time.perf_counter(), trainer.global_step  # steps count on across epochs
+        if i > self.warmup and self._start is not None:  # not if an epoch's end closed it
             self._close_step(now)
         if i >= self.warmup:
             self.images += len(batch[0])
         self._start, self._excluded = now, 0.0
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: Any, out: Any, batch: Any, i: int
+        self, trainer: L.Trainer, pl_module: Any, out: Any, batch: Any, batch_idx: int
     ) -> None:
-        device = pl_module.device
+        device, i = pl_module.device, trainer.global_step - 1
         if i == 0 or (i + 1) % self.block == 0:
             sync(device)  # Lightning's queued work is Lightning's time
             start = time.perf_counter()
@@ -69,9 +69,11 @@ class Interleave(L.Callback):
                 self.plain.run(self.block, timed=i >= self.warmup)
             sync(device)
             self._excluded += time.perf_counter() - start
-        if i == trainer.num_training_batches - 1 and i >= self.warmup:  # before epoch-end work
-            sync(device)
+        last = batch_idx == trainer.num_training_batches - 1 or i + 1 >= trainer.max_steps
+        if last and i >= self.warmup:
+            sync(device)  # the step ends before the epoch's (or the fit's) end work
             self._close_step(time.perf_counter())
+            self._start = None
 
 
 def rates(steps: list[float], images: int, batch_size: int) -> tuple[float, float]:
@@ -92,8 +94,10 @@ def compose(args: argparse.Namespace) -> Any:
         f"data.batch_size={args.batch_size}",
         f"model.latent_dim={args.latent_dim}",
         f"trainer.accelerator={args.device}",
-        "trainer.max_epochs=1",
-        f"trainer.limit_train_batches={args.warmup + args.steps}",
+        # As many epochs as the steps need (batch 512 has 117 batches an epoch): the timed
+        # steps run on across epoch ends, whose own work is left out of the timing.
+        "trainer.max_epochs=1000",
+        f"+trainer.max_steps={args.warmup + args.steps}",
         "trainer.limit_val_batches=0",
         "callbacks.checkpoint.monitor=null",  # no validation here: keep the last weights only
         "trainer.enable_model_summary=false",
@@ -107,11 +111,7 @@ def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
     run = build(cfg, out_dir)
     datamodule, model, trainer = run.datamodule, run.model, run.trainer
     device = trainer.strategy.root_device
-    if len(datamodule.splits["train"]) // args.batch_size < args.warmup + args.steps:
-        raise SystemExit(
-            f"python -m benchmarks.bench: error: --warmup + --steps ({args.warmup + args.steps}) "
-            "is more than one epoch's full batches; lower --steps or --batch-size"
-        )
+    check_args(args, len(datamodule.splits["train"]))
     plain = PlainLoop(cfg, datamodule, device, args.batch_size)
     timer = Interleave(plain, args.warmup, args.block)
     skip_idle_batch_hooks([timer])  # as build() did for the others: only its two hooks run
@@ -138,6 +138,15 @@ def measure(cfg: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
         "device": device,
         "optimizations": optimizations(model, datamodule, trainer),
     }
+
+
+def check_args(args: argparse.Namespace, train_images: int) -> None:
+    """A batch must fit the split; the steps may span epochs (117 full batches at 512)."""
+    if args.batch_size > train_images:
+        raise SystemExit(
+            f"python -m benchmarks.bench: error: --batch-size {args.batch_size} is more than the "
+            f"{train_images} training images; lower --batch-size"
+        )
 
 
 def optimizations(model: Any, datamodule: Any, trainer: L.Trainer) -> list[str]:
@@ -175,7 +184,7 @@ def positive(text: str) -> int:
     return int(text)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--channels", default="native")
@@ -191,6 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     args.device = "gpu" if args.device == "cuda" else args.device
     args.block = max(1, min(args.block, args.steps))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(args)

@@ -38,3 +38,14 @@ def test_bench_prints_both_rates_and_their_ratio(data_root, capsys):
     assert result["device"] and result["batch_size"] == 16
     # Both paths ran the timed steps, the plain loop in turns between Lightning's.
     assert result["timed_steps_per_run"] == {"lightning": 4, "plain": 4}
+
+
+def test_the_argument_check_takes_batch_512_with_the_default_steps():
+    """300 timed steps + 30 warm-up at batch 512 span several epochs of MNIST's 55,000."""
+    import pytest
+
+    args = bench.parse_args(["--batch-size", "512"])
+    assert (args.warmup, args.steps) == (30, 300)
+    bench.check_args(args, 55_000)  # accepted: the steps run on across epochs
+    with pytest.raises(SystemExit, match="--batch-size 512 is more than the 200 training images"):
+        bench.check_args(args, 200)

@@ -7,6 +7,7 @@ from vae_latent.callbacks.latent_metrics import LatentMetricsLog
 from vae_latent.callbacks.latent_scatter import LatentScatter
 from vae_latent.callbacks.latent_traversal import LatentTraversal
 from vae_latent.callbacks.non_finite_guard import NonFiniteGuard
+from vae_latent.callbacks.progress_bar import ProgressBar
 from vae_latent.callbacks.projector import TensorBoardProjector
 from vae_latent.callbacks.random_state import RandomState
 from vae_latent.callbacks.run_checkpoint import RunCheckpoint
@@ -22,6 +23,7 @@ __all__ = [
     "LatentScatter",
     "LatentTraversal",
     "NonFiniteGuard",
+    "ProgressBar",
     "RandomState",
     "RunCheckpoint",
     "RunClock",

@@ -17,15 +17,16 @@ class NonFiniteGuard(L.Callback):
 
     The logvar clamp keeps a diverging model finite (lr=1e3 reaches ~1e33 nats, not inf), so
     a loss no image could have counts too. The loss is read on the host every step on CPU
-    (free) and every logging interval on an accelerator (no per-step sync); the epoch's sums are
+    (free) and on the logged batches on an accelerator (no sync in between); the epoch's sums are
     read before every validation and at epoch end, so a loss that went bad between two reads
     stops the run before ModelCheckpoint saves. The weights at the stop (those of the last
     update; with ``model.step=fused`` the bad step's own update) become checkpoints/last.ckpt
     only if no earlier last.ckpt exists and they are finite.
     """
 
-    def __init__(self, max_loss: float = 1e10) -> None:
-        self.max_loss = max_loss
+    def __init__(self, max_loss: float = 1e10, every_step_on_cpu: bool = True) -> None:
+        self.max_loss, self.every_step_on_cpu = max_loss, every_step_on_cpu
+        self.last_read: float | None = None  # the last loss read on the host (progress bar)
 
     def _bad(self, value: float) -> bool:
         return not math.isfinite(value) or abs(value) > self.max_loss
@@ -33,12 +34,13 @@ class NonFiniteGuard(L.Callback):
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor
     ) -> None:
-        if pl_module.device.type != "cpu" and trainer.global_step % trainer.log_every_n_steps:
+        every_step = self.every_step_on_cpu and pl_module.device.type == "cpu"
+        # Otherwise on the batches Lightning logs: one host read per logging interval.
+        if not every_step and (trainer.global_step + 1) % trainer.log_every_n_steps:
             return
-        value = float(loss.detach())
+        value = self.last_read = float(loss.detach())
         if self._bad(value):
-            recon, kl = (float(t.mean()) for t in pl_module.last_step)
-            self._stop(trainer, pl_module, value, recon, kl)
+            self._stop(trainer, pl_module, value, *pl_module.last_step_means())
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:

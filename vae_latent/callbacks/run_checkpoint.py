@@ -3,6 +3,7 @@ resume from a run folder that was moved, copied or made by someone else."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,11 @@ class RunCheckpoint(ModelCheckpoint):
     compares paths unresolved (``checkpoints/../..`` passes). So on resume every saved path is
     rebuilt from the run directory: kept only as the file of the same name in this run's
     ``checkpoints/`` when that file exists there (a run moved from Docker's /app keeps its best
-    checkpoint), dropped otherwise. And nothing outside ``checkpoints/`` is ever removed.
+    checkpoint), dropped otherwise; scores that are not numbers are dropped with their paths, and
+    the best and k-th are derived again from what is kept. Checkpoints of this callback's name
+    that the rebuilt state no longer holds (a run killed between saving a new best and removing
+    the old) are removed, in ``checkpoints/`` only. Nothing outside ``checkpoints/`` is ever
+    removed.
     """
 
     def __init__(
@@ -63,22 +68,67 @@ class RunCheckpoint(ModelCheckpoint):
         return str(mine)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = {**state_dict, "dirpath": self.dirpath}
+        best_k = {}
+        saved = state_dict.get("best_k_models")
+        for path, score in saved.items() if isinstance(saved, dict) else ():
+            mine, value = self.inside(path), _score(score)
+            if mine and value is not None:
+                best_k[mine] = value
+        # The top k by score, best first, as this callback keeps them (a crafted file may list
+        # more); the best and the k-th follow from them, as Lightning derives them.
+        ranked = sorted(best_k, key=lambda p: float(best_k[p]), reverse=self.mode == "max")
+        keep = len(ranked) if self.save_top_k == -1 else max(self.save_top_k, 0)
+        best_k = {p: best_k[p] for p in ranked[:keep]}
+        state = {**state_dict, "dirpath": self.dirpath, "best_k_models": best_k}
         for key in PATH_KEYS:
             state[key] = self.inside(state_dict.get(key)) or ""
+        state["best_model_score"] = _score(state_dict.get("best_model_score"))
+        state.pop("kth_value", None)  # Lightning's default unless the top k is full
+        state["kth_best_model_path"] = ""
+        if best_k:
+            state["best_model_path"] = ranked[0]
+            state["best_model_score"] = best_k[ranked[0]]
+            if len(best_k) == self.save_top_k:
+                state["kth_best_model_path"] = ranked[keep - 1]
+                state["kth_value"] = best_k[ranked[keep - 1]]
+        elif self.monitor is not None:  # a monitored best is one of the top k, or none
+            state["best_model_path"] = ""
         if not state["best_model_path"]:  # the best is gone: the next epoch may become best
             state["best_model_score"] = None
-        best_k = state_dict.get("best_k_models") or {}
-        state["best_k_models"] = {
-            mine: score for path, score in best_k.items() if (mine := self.inside(path))
-        }
         super().load_state_dict(state)
+        self._remove_stale(state)
+
+    def _remove_stale(self, state: dict[str, Any]) -> None:
+        """This callback's own checkpoints that its state no longer names (a process killed
+        between writing a new best and removing the old one leaves two): only files in
+        ``checkpoints/`` named as ``filename`` names them, never last.ckpt."""
+        prefix = (self.filename or "").split("{", 1)[0]
+        if not prefix or not self.dirpath or Path(self.dirpath).is_symlink():
+            return
+        kept = {state.get(k) for k in PATH_KEYS} | set(state["best_k_models"])
+        last = f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        for path in Path(self.dirpath).glob(f"{glob.escape(prefix)}*{self.FILE_EXTENSION}"):
+            ours = (path.is_file() or path.is_symlink()) and _within(path.parent, self.dirpath)
+            if ours and str(path) not in kept and path.name != last:
+                log.info("removing %s: a stale checkpoint of an interrupted run", path)
+                path.unlink()
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if not _within(Path(filepath), self.dirpath):  # never outside checkpoints/
             log.warning("not removing %s: it is not in %s", filepath, self.dirpath)
             return
         super()._remove_checkpoint(trainer, filepath)
+
+
+def _score(value: Any) -> Any:
+    """A saved score as Lightning keeps it (a 0-d tensor), or None where it is not a number."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return value.reshape(())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(float(value))
+    return None
 
 
 def _within(path: Path, folder: Any) -> bool:

@@ -104,7 +104,7 @@ class VAEDataModule(L.LightningDataModule):
         if device.type == "cuda":  # one GPU: the splits live there, batches are gathered there
             if self.splits[split].images.device != device:
                 self.splits = {k: v.to(device) for k, v in self.splits.items()}
-            return DeviceBatches(self.splits[split], bs, shuffle)
+            return DeviceBatches(self.splits[split], bs, shuffle, labels=split != "train")
         # No workers: a batch is one tensor gather, cheaper than any inter-process hop.
         return DataLoader(self.splits[split], batch_size=bs, shuffle=shuffle, collate_fn=as_batch)
 

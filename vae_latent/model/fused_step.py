@@ -1,14 +1,17 @@
 """The fused training step: one function, run eagerly or replayed as one CUDA graph.
 
-``model.step=fused`` makes the whole step (zero the gradients, forward, ELBO, backward, Adam,
-the epoch sums) one Python function. On a single CUDA device it is captured once as a CUDA
-graph and replayed for every batch: the step's ~100 small kernels are launched by one call,
-and the GPU no longer waits for the host. Anywhere else it runs eagerly, unchanged, which is
-how the CPU tests exercise the same function and the same Lightning control flow.
+``model.step=fused`` makes the whole step (forward, ELBO, backward, Adam, the epoch sums) one
+Python function. On a single CUDA device it is captured once as a CUDA graph and replayed for
+every batch: the step's small kernels are launched by one call, and the GPU no longer waits for
+the host. Before the graph is trusted, its first replay is checked against the eager step from
+the same state and noise; if capture fails or they differ, the run warns once and goes on with
+Lightning's own step. Off CUDA the function runs eagerly, which is how the CPU tests exercise
+it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -17,30 +20,42 @@ from torch import Tensor
 
 from vae_latent.errors import ConfigError
 
+log = logging.getLogger("vae_latent")
+
 # The choices of model.step: auto fuses (and captures on one CUDA GPU) where nothing is skipped.
 Step = Literal["auto", "lightning", "fused"]
 STEPS: tuple[str, ...] = get_args(Step)
+# Lightning hooks whose timing the fused step changes (backward and Adam run inside the step).
+SKIPPED_HOOKS = ("on_before_optimizer_step", "on_after_backward", "configure_gradient_clipping")
 
 
 class StepRunner:
     """Calls ``step(x)`` once per batch, eagerly or through a CUDA graph.
 
     With ``graph``: the first ``warmup`` batches run eagerly on a side stream (they are real
-    steps: CUDA libraries allocate their workspaces there, as capture requires); the next
-    batch is copied into a static input, its step captured, and the graph replayed for it and
-    every later batch of that size (a batch of another size runs eagerly). Tensors the step
-    returns or writes (loss, gradients, Adam's state, the epoch sums) keep their addresses, so a
-    replay overwrites them in place. Random draws inside the graph (the reparameterization's
-    eps) advance per replay: PyTorch registers the default CUDA generator with the graph.
+    steps: CUDA libraries allocate their workspaces there, as capture requires); the next batch
+    is copied into a static input and its step captured on that stream; the first replay is
+    checked against an eager step from the same state (``state``: every tensor the step
+    updates) and the same noise; then every batch of that size is one replay (a batch of
+    another size runs eagerly, updating the same tensors in place). ``failed`` says why the
+    graph was given up, if it was: the caller then steps without the runner.
     """
 
-    def __init__(self, step: Callable[[Tensor], Tensor], graph: bool, warmup: int = 3) -> None:
-        self.step, self.graph, self.warmup = step, graph, warmup
+    def __init__(
+        self,
+        step: Callable[[Tensor], Tensor],
+        graph: bool,
+        state: Callable[[], list[Tensor]] | None = None,
+        warmup: int = 3,
+    ) -> None:
+        self.step, self.graph, self.state, self.warmup = step, graph, state, warmup
         self.calls = 0
-        self._graph: torch.cuda.CUDAGraph | None = None
+        self.failed: str | None = None
+        self._graph: Any = None
         self._x: Tensor | None = None
         self._loss: Tensor | None = None
         self._shape: torch.Size | None = None
+        self._stream: Any = None
 
     @property
     def captured(self) -> bool:
@@ -50,34 +65,74 @@ class StepRunner:
         self.calls += 1
         if self._shape is None:  # the graph is captured for the first batch's size
             self._shape = x.shape
-        if not self.graph:
+        if not self.graph or self.failed:
             return self.step(x)
-        if self.calls <= self.warmup:
-            side = torch.cuda.Stream(device=x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                loss = self.step(x)
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            return loss
-        if x.shape != self._shape:
-            # A batch of another size (an epoch's last, when the split does not divide): an
-            # eager step. It updates the same gradients, Adam state and sums in place, so the
-            # graph stays valid and the step counts stay those of the eager path.
-            return self.step(x)
-        if self._graph is None:  # capture records the kernels without running them...
-            self._x = x.clone()
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
-                self._loss = self.step(self._x)
-        else:
-            self._x.copy_(x, non_blocking=True)
-        self._graph.replay()  # ...so this replay is the captured batch's real step too
+        try:
+            if self.calls <= self.warmup:
+                return self._on_side_stream(x)
+            if x.shape != self._shape:  # an epoch's short last batch: eager, same tensors
+                return self.step(x)
+            if self._graph is None:
+                return self._capture_and_check(x)
+        except Exception as e:  # capture is not possible here: Lightning's step from now on
+            self.failed = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+            self._graph = None
+            return self.step(x)  # this batch's step, eagerly (the fused function is exact)
+        self._x.copy_(x, non_blocking=True)
+        self._graph.replay()
         return self._loss
+
+    def _on_side_stream(self, x: Tensor) -> Tensor:
+        if x.device.type != "cuda":
+            return self.step(x)
+        if self._stream is None:  # our own stream, on the batch's device (not the default one)
+            self._stream = torch.cuda.Stream(device=x.device)
+        self._stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(self._stream):
+            loss = self.step(x)
+        torch.cuda.current_stream(x.device).wait_stream(self._stream)
+        return loss
+
+    def _capture_and_check(self, x: Tensor) -> Tensor:
+        """Capture the step, replay it once, and compare with the eager step from the same state."""
+        tensors = self.state() if self.state else []
+        before = [t.detach().clone() for t in tensors]
+        rng = torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None
+        self._x = x.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.device(x.device), torch.cuda.graph(graph, stream=self._stream):
+            self._loss = self.step(self._x)  # recorded, not run
+        graph.replay()
+        replayed = (self._loss.detach().clone(), _checksum(tensors))
+        for t, saved in zip(tensors, before, strict=True):  # back to the state before the step
+            t.detach().copy_(saved)
+        if rng is not None:
+            torch.cuda.set_rng_state(rng, x.device)  # the same noise for the eager step
+        loss = self.step(x)
+        eager = (loss.detach(), _checksum(tensors))
+        if not all(
+            torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(replayed, eager, strict=True)
+        ):
+            raise RuntimeError(
+                f"the captured step differs from the eager one (loss {float(replayed[0]):.6g} "
+                f"vs {float(eager[0]):.6g}, weights checksum {float(replayed[1]):.9g} vs "
+                f"{float(eager[1]):.9g})"
+            )
+        self._graph = graph
+        return loss
+
+
+def _checksum(tensors: list[Tensor]) -> Tensor:
+    """One number that moves when any of ``tensors`` does (float64, summed on the device)."""
+    if not tensors:
+        return torch.zeros(())
+    return torch.stack([t.detach().double().sum() for t in tensors]).sum()
 
 
 def fused_blocker(trainer: Any) -> str | None:
     """Why this trainer cannot run the fused step, or None: Lightning would skip work it does."""
     from lightning.pytorch.strategies import SingleDeviceStrategy
+    from lightning.pytorch.utilities.model_helpers import is_overridden
 
     if not isinstance(trainer.strategy, SingleDeviceStrategy):
         return f"{type(trainer.strategy).__name__} syncs gradients in Lightning's backward"
@@ -87,7 +142,26 @@ def fused_blocker(trainer: Any) -> str | None:
         return "gradient clipping runs in Lightning's optimizer step"
     if trainer.accumulate_grad_batches > 1:
         return "gradient accumulation skips optimizer steps"
+    if getattr(trainer, "_detect_anomaly", False):
+        return "anomaly detection reads every backward output on the host (not capturable)"
+    if trainer.lr_scheduler_configs:
+        return "a learning-rate schedule changes the lr that the step's Adam has captured"
+    import lightning as L
+
+    for hook in SKIPPED_HOOKS[:2]:
+        for callback in trainer.callbacks:
+            if is_overridden(hook, callback, L.Callback):
+                return f"{type(callback).__name__}.{hook} would run around the fused step"
     return None
+
+
+def step_mode(step: str, trainer: Any) -> tuple[bool, bool]:
+    """(fused, CUDA graph) for ``model.step`` here; ``fused`` where it cannot run is refused."""
+    blocker = fused_blocker(trainer)
+    if step == "fused" and blocker:
+        raise ConfigError(f"model.step=fused cannot run here: {blocker}; use model.step=auto")
+    fused = step == "fused" or (step == "auto" and blocker is None and graph_capable(trainer))
+    return fused, fused and graph_capable(trainer)
 
 
 def graph_capable(trainer: Any) -> bool:
@@ -113,16 +187,21 @@ def match_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None
 class FusedStepHooks:
     """LightningModule hooks for a training step that runs its own backward, zero_grad and Adam.
 
-    With a runner set (``configure_step``), Lightning's closure runs ``training_step`` (which
+    With a runner set (``use_fused_step``), Lightning's closure runs ``training_step`` (which
     calls the runner) and nothing else: Lightning still counts each batch as an optimizer step
     (``global_step``, checkpoints with Adam's state, callbacks, logging intervals).
     """
 
     runner: StepRunner | None = None
 
-    def use_fused_step(self, step: Callable[[Tensor], Tensor] | None, graph: bool) -> None:
+    def use_fused_step(
+        self,
+        step: Callable[[Tensor], Tensor] | None,
+        graph: bool,
+        state: Callable[[], list[Tensor]] | None = None,
+    ) -> None:
         """Run ``step`` for each batch (as a CUDA graph with ``graph``); None: Lightning's step."""
-        self.runner = None if step is None else StepRunner(step, graph)
+        self.runner = None if step is None else StepRunner(step, graph, state)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         if self.runner is None:
@@ -139,12 +218,3 @@ class FusedStepHooks:
             super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         else:
             optimizer_closure()  # runs training_step: the fused step
-
-
-def step_mode(step: str, trainer: Any) -> tuple[bool, bool]:
-    """(fused, CUDA graph) for ``model.step`` here; ``fused`` where it cannot run is refused."""
-    blocker = fused_blocker(trainer)
-    if step == "fused" and blocker:
-        raise ConfigError(f"model.step=fused cannot run here: {blocker}; use model.step=auto")
-    fused = step == "fused" or (step == "auto" and graph_capable(trainer))
-    return fused, fused and graph_capable(trainer)

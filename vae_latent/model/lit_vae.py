@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from vae_latent.errors import ConfigError
 from vae_latent.model.elbo import KLEstimator, Likelihood
 from vae_latent.model.fused_step import FusedStepHooks, Step, match_capturable, step_mode
 from vae_latent.model.vae import ConvVAE, Init
+
+log = logging.getLogger("vae_latent")
 
 
 class LitVAE(FusedStepHooks, L.LightningModule):
@@ -49,22 +53,24 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         hp = self.hparams
         self.vae = ConvVAE(hp.image_shape, hp.latent_dim, likelihood, kl, init)
         self._train_sums: Tensor | None = None  # this epoch's summed (recon, KL), on the device
+        self._last_sums: Tensor | None = None  # the last step's, for the divergence guard
+        self._last_batch = 1
         self._train_images = 0
-        self._last_means: Tensor | None = None  # the fused step's last (recon, KL) means
-        self.last_step: Any = None  # the last training step's (recon, KL): the guard reports it
-        self.step_used = "lightning"  # which training step ran (metrics.json: step)
+        self._step_used = "lightning"
         self.checkpoint_epoch: int | None = None  # epochs trained by the checkpoint last loaded
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.vae(x)
 
     # --- training --------------------------------------------------------------------------
-    def _add_train_sums(self, recon: Tensor, kl_term: Tensor) -> None:
-        sums = torch.stack((recon.detach().sum(), kl_term.detach().sum()))
-        if self._train_sums is None:  # created once, zeroed in place: a CUDA graph writes it
-            self._train_sums = sums
-        else:
-            self._train_sums += sums
+    def _add_sums(self, recon: Tensor, kl_term: Tensor) -> None:
+        """Into buffers allocated once and written in place: a CUDA graph replay writes them."""
+        sums = torch.stack((recon.detach(), kl_term.detach())).sum(1)
+        if self._train_sums is None:
+            self._train_sums, self._last_sums = torch.zeros_like(sums), torch.zeros_like(sums)
+        self._train_sums += sums
+        self._last_sums.copy_(sums)
+        self._last_batch = len(recon)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
@@ -72,36 +78,60 @@ class LitVAE(FusedStepHooks, L.LightningModule):
             loss = self.runner(x)
         else:
             recon, kl_term, _, _ = self.vae.elbo(x)
-            self.last_step = (recon.detach(), kl_term.detach())  # read if the loss is not finite
-            self._add_train_sums(recon, kl_term)
+            self._add_sums(recon, kl_term)
             loss = (recon + kl_term).mean()
         self._train_images += len(x)
         # Lightning writes step logs after the batches where (step + 1) % N == 0, labelled with
-        # this step: logging on the same batches makes each point this step's own loss.
+        # this step: logging on the same batches makes each point this step's own loss. Not on
+        # the progress bar: Lightning would read it on the host after every batch.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/elbo_step", -loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/elbo_step", -loss, on_step=True, on_epoch=False)
         return loss
 
     def fused_step(self, x: Tensor) -> Tensor:
-        """Zero grads, forward, ELBO, backward, Adam, epoch sums; returns the loss.
+        """Forward, ELBO, backward, Adam, epoch sums; returns the loss.
 
         Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. The
-        optimizer is the one Lightning built (``configure_optimizers``).
+        gradients are set to None first, so backward creates them (inside a graph: once, in
+        the graph's own memory) rather than zeroing and adding to them. The optimizer is the
+        one Lightning built (``configure_optimizers``).
         """
         optimizer = self._optimizer
-        optimizer.zero_grad(set_to_none=False)  # in the graph: the replay zeroes its own grads
+        optimizer.zero_grad(set_to_none=True)
         recon, kl_term, _, _ = self.vae.elbo(x)
         loss = (recon + kl_term).mean()
         loss.backward()
         optimizer.step()
-        means = torch.stack((recon.detach().mean(), kl_term.detach().mean()))
-        if self._last_means is None:  # created once, written in place: a replay writes it
-            self._last_means = means
-        else:
-            self._last_means.copy_(means)
-        self.last_step = self._last_means
-        self._add_train_sums(recon, kl_term)
+        self._add_sums(recon, kl_term)
         return loss.detach()
+
+    def step_state(self) -> list[Tensor]:
+        """Every tensor a training step updates: the fused step's self-check restores them."""
+        adam = [t for s in self._optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+        return [*self.parameters(), *adam, self._train_sums, self._last_sums]
+
+    @property
+    def step_used(self) -> str:
+        """Which training step ran (metrics.json: step), and why where it is not the asked one."""
+        return self._step_used
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        runner = self.runner
+        if runner is not None and runner.failed:  # after this batch's closure, not inside it
+            log.warning(
+                "model.step: the CUDA graph is off (%s); Lightning's step from here", runner.failed
+            )
+            self._step_used = f"lightning (CUDA graph failed: {runner.failed})"
+            self.use_fused_step(None, False)
+        elif runner is not None and runner.graph and runner.captured:
+            self._step_used = "fused, CUDA graph"
+
+    def last_step_means(self) -> tuple[float, float] | None:
+        """The last training step's mean (recon, KL) per image, read on the host."""
+        if self._last_sums is None:
+            return None
+        recon, kl_term = (self._last_sums / self._last_batch).tolist()
+        return recon, kl_term
 
     def epoch_means(self) -> tuple[float, float] | None:
         """This epoch's mean training (recon, KL) per image so far, read on the host."""
@@ -116,15 +146,30 @@ class LitVAE(FusedStepHooks, L.LightningModule):
             self._log_means("train", recon, kl_term, batch_size=None)
             self._train_sums.zero_()  # in place: a CUDA graph keeps writing into this tensor
         self._train_images = 0
+        if self.runner is not None and self.runner.captured:
+            group = self._optimizer.param_groups[0]
+            if group["lr"] != self.hparams.lr:
+                raise ConfigError(
+                    f"the learning rate changed to {group['lr']} after the training step was "
+                    "captured as a CUDA graph (its Adam keeps the first one); use "
+                    "model.step=lightning to change it during a run"
+                )
+
+    def on_fit_end(self) -> None:
+        self.use_fused_step(None, False)  # the graph and its memory pool go with the fit
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused, graph = step_mode(self.hparams.step, self.trainer)
-        # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph.
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, capturable=graph)
-        match_capturable(optimizer, graph)  # resuming a graph run's checkpoint eagerly, or back
+        # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph
+        # (only where Adam supports it: CUDA).
+        capturable = graph and self.device.type == "cuda"
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, capturable=capturable)
+        match_capturable(optimizer, capturable)  # a graph run's checkpoint resumed eagerly, or back
         self._optimizer = optimizer
-        self.use_fused_step(self.fused_step if fused else None, graph)
-        self.step_used = "fused, CUDA graph" if graph else "fused" if fused else "lightning"
+        self.use_fused_step(self.fused_step if fused else None, graph, self.step_state)
+        self._step_used = "fused" if fused else "lightning"
+        if graph:
+            self._step_used = "fused (CUDA graph not captured yet: fewer than 4 batches)"
         return optimizer
 
     # --- evaluation --------------------------------------------------------------------------

@@ -18,6 +18,9 @@ DATA = "vae_latent.data.VAEDataModule"
 # What Lightning reads from a checkpoint to test it, and to resume a fit from it.
 TEST_KEYS = {"state_dict", "hyper_parameters", "pytorch-lightning_version"}
 RESUME_KEYS = TEST_KEYS | {"epoch", "global_step", "loops", "optimizer_states", "callbacks"}
+# Where Lightning also looks for a model's arguments (older versions' keys): ours never write
+# them, and what they hold would reach the model's constructor unchecked.
+PAST_HPARAMS_KEYS = ("hparams", "module_arguments")
 
 
 def read_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -37,6 +40,7 @@ def read_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
     if missing or not isinstance(hparams, dict) or "latent_dim" not in hparams:
         what = f"no {', '.join(missing)}" if missing else "no LitVAE hyperparameters"
         raise DataError(f"{path} is not a vae_latent checkpoint ({what})")
+    _check_lightning_keys(path, ckpt)
     _check_settings(path, "hyper_parameters", MODEL, hparams)
     if tuple(hparams.get("image_shape", ())) not in _image_shapes():
         raise DataError(
@@ -45,11 +49,9 @@ def read_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
     data = ckpt.get("datamodule_hyper_parameters")
     if data is not None:
         _check_settings(path, "datamodule_hyper_parameters", DATA, data)
+    shapes = _check_weights(path, ckpt)
     if resume:
-        for key in ("epoch", "global_step"):
-            if not isinstance(ckpt[key], int) or ckpt[key] < 0:
-                raise DataError(f"{path}: {key}={ckpt[key]!r} is not a count; it is damaged")
-    _check_weights(path, ckpt)
+        _check_training_state(path, ckpt, shapes)
     return ckpt
 
 
@@ -70,8 +72,81 @@ def _check_settings(path: Any, where: str, target: str, values: Any) -> None:
         raise DataError(f"{path}: {e}; it is not a checkpoint this version can use") from e
 
 
-def _check_weights(path: Any, ckpt: dict[str, Any]) -> None:
-    """The weights' names and shapes against the model the hyperparameters describe."""
+def _check_lightning_keys(path: Any, ckpt: dict[str, Any]) -> None:
+    """What Lightning reads besides the hyperparameters when it builds the model from a file."""
+    from packaging.version import InvalidVersion, Version
+
+    from vae_latent.run.validate import signature
+
+    version = ckpt["pytorch-lightning_version"]
+    try:
+        Version(version)
+    except (InvalidVersion, TypeError) as e:
+        raise DataError(
+            f"{path}: pytorch-lightning_version={version!r} is no version; it is damaged"
+        ) from e
+    if past := [k for k in PAST_HPARAMS_KEYS if k in ckpt]:
+        raise DataError(
+            f"{path}: holds hyperparameters under {past[0]!r}, a key vae_latent never writes; "
+            "it is not a vae_latent checkpoint"
+        )
+    name, kind = ckpt.get("hparams_name"), ckpt.get("hparams_type")
+    params, _ = signature(MODEL)
+    if name is not None and (not isinstance(name, str) or name in params):
+        raise DataError(f"{path}: hparams_name={name!r} is not ours; it is damaged")
+    if kind is not None and not isinstance(kind, str):
+        raise DataError(f"{path}: hparams_type={kind!r} is not ours; it is damaged")
+
+
+def _check_training_state(path: Any, ckpt: dict[str, Any], shapes: list[tuple[int, ...]]) -> None:
+    """What a resumed fit restores: counters, loops, callbacks, Adam's state, random states."""
+    import torch
+
+    from vae_latent.callbacks.random_state import rng_states_problem
+
+    def damaged(what: str) -> DataError:
+        return DataError(f"{path}: {what}; it is damaged")
+
+    for key in ("epoch", "global_step"):
+        value = ckpt[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise damaged(f"{key}={value!r} is not a count")
+    loops, callbacks = ckpt["loops"], ckpt["callbacks"]
+    if not isinstance(loops, dict) or not isinstance(loops.get("fit_loop"), dict):
+        raise damaged("loops holds no fit_loop state")
+    if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
+        raise damaged("callbacks is not a mapping of callback states")
+    if not isinstance(ckpt.get("lr_schedulers", []), list):
+        raise damaged("lr_schedulers is not a list")
+    optimizers = ckpt["optimizer_states"]
+    adam = optimizers[0] if isinstance(optimizers, list) and len(optimizers) == 1 else {}
+    groups = adam.get("param_groups") if isinstance(adam, dict) else None
+    group = groups[0] if isinstance(groups, list) and len(groups) == 1 else {}
+    params = group.get("params") if isinstance(group, dict) else None
+    state = adam.get("state") if isinstance(adam, dict) else None
+    if (
+        not isinstance(params, list)
+        or not all(isinstance(i, int) for i in params)
+        or len(set(params)) != len(shapes)
+        or not isinstance(state, dict)
+        or not set(state) <= set(params)
+    ):
+        raise damaged("optimizer_states is not one Adam state for this model's weights")
+    for index, shape in zip(params, shapes, strict=True):
+        moments = state.get(index, {})
+        if not isinstance(moments, dict):
+            raise damaged(f"Adam's state of weight {index} is not a mapping")
+        for name in ("exp_avg", "exp_avg_sq"):
+            value = moments.get(name, torch.empty(shape))
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                raise damaged(f"Adam's {name} of weight {index} does not fit its shape {shape}")
+    if why := rng_states_problem(ckpt.get("rng_states")):
+        raise damaged(f"rng_states {why}")
+
+
+def _check_weights(path: Any, ckpt: dict[str, Any]) -> list[tuple[int, ...]]:
+    """The weights' names and shapes against the model the hyperparameters describe; the
+    shapes of the model's parameters, in the optimizer's order."""
     import torch
 
     from vae_latent.model import LitVAE
@@ -90,6 +165,7 @@ def _check_weights(path: Any, ckpt: dict[str, Any]) -> None:
             f"{path}: its weights do not fit the model its hyperparameters describe "
             f"({wrong[0]}: {have.get(wrong[0])} vs {want.get(wrong[0])}); it is damaged"
         )
+    return [tuple(p.shape) for p in expected.parameters()]
 
 
 def load_module(path: str | Path) -> Any:

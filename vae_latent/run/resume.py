@@ -28,6 +28,9 @@ VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "-
 VALUE_FLAGS |= {"-cd", "--package", "-p"}
 INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # optional
 CODE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+# What a run writes into, under its own directory: none of it may lead out of the run.
+RUN_FOLDERS = (".hydra", "checkpoints", "epochs", "latent", "tensorboard")
+RUN_APPENDED = ("cli.log",)  # opened for appending (logging), so a link would be followed
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -132,7 +135,9 @@ def _not_plain(override: Any, text: str) -> str | None:
         return "is a sweep, not one run's setting"
     value = override.value()
     if (Path(conf_dir()) / key).is_dir():  # a config group: its option must be a file of ours
-        option = Path(conf_dir(), key, f"{value}.yaml") if isinstance(value, str) else None
+        # A plain name only: Hydra takes `dataset=../../x` as a path to any YAML file on disk.
+        plain = isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_-]+", value)
+        option = Path(conf_dir(), key, f"{value}.yaml") if plain else None
         return None if option and option.is_file() else f"names no option of the {key} group"
     if set(key.split(".")) & CODE_KEYS or _names_code(value):
         return "names code to run (_target_)"
@@ -208,6 +213,7 @@ def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             f"resume: {run_dir} is not a run directory (no .hydra/config.yaml); pass the folder "
             "that holds checkpoints/ and .hydra/ of an earlier run"
         )
+    check_layout(run_dir)
     for key in identity_keys():
         before, after = saved_value(saved, key), from_config(cfg, key)
         before = key.legacy if before is ABSENT else before
@@ -224,6 +230,18 @@ def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             print(f"{run_dir} is complete (metrics.json): nothing to train", flush=True)
             return record
     return None
+
+
+def check_layout(run_dir: Path) -> None:
+    """Refuse a run whose folders or log are links out of it: a resume writes there."""
+    root = Path(run_dir).resolve()
+    for name in (*RUN_FOLDERS, *RUN_APPENDED):
+        path = Path(run_dir, name)
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ConfigError(
+                f"resume: {path} is a link to {path.resolve()}, outside the run; a resume "
+                "writes there, so it is refused: replace the link with a folder of the run"
+            )
 
 
 def _trains_further(saved: dict[str, Any], cfg: DictConfig, record: dict[str, Any]) -> bool:
@@ -256,6 +274,7 @@ def check_checkpoint_hparams(ckpt: dict[str, Any], cfg: DictConfig, path: Path) 
 def mark_resumed(run_dir: Path) -> None:
     """Before a resumed run rewrites .hydra/: its record says incomplete, so that a resume killed
     now is finished by the next one (the earlier complete record is kept under ``previous``)."""
+    remove_stale_temp_files(run_dir)  # first: a planted .metrics.json.tmp link is not written
     path = Path(run_dir, "metrics.json")
     status, _ = run_status(run_dir)
     previous = read_json(path) if status == "complete" else None
@@ -265,7 +284,8 @@ def mark_resumed(run_dir: Path) -> None:
 
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Temp files of atomic writes that a killed process left (``.<name>.tmp``, ours only)."""
-    for folder in (run_dir, run_dir / "checkpoints", run_dir / "epochs", run_dir / ".hydra"):
+    run_dir = Path(run_dir)
+    for folder in (run_dir, *(run_dir / name for name in RUN_FOLDERS)):
         for tmp in folder.glob(".*.tmp") if folder.is_dir() and not folder.is_symlink() else []:
             if tmp.is_file() or tmp.is_symlink():
                 tmp.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import re
 import types
@@ -38,6 +39,7 @@ class Rule:
     high: float | None = None
     positive: bool = False  # > 0 (for floats, where "at least" cannot say it)
     pattern: str | None = None  # what a string value must match in full
+    says: str = "a count, a list of devices or 'auto'"  # what ``pattern`` allows, in words
     nonzero: bool = False  # 0 means "train nothing": refused
 
 
@@ -50,6 +52,11 @@ POSITIVE = Rule(float, positive=True)
 # limit_*_batches: a fraction of the split (0.0-1.0) or a number of batches; null = all.
 FRACTION_OR_COUNT = Rule(int | float | None, low=0)
 EVERY = count(0)  # every_n_epochs: 0 = never
+# A name the run joins to one of its folders (checkpoints/, tensorboard/): one path component,
+# never "..", so that nothing is written outside the run directory.
+IN_RUN = r"(?!\.\.?$)[^/\\\x00]*"
+FILE_NAME = Rule(str | None, pattern=IN_RUN, says="a file name inside the run directory")
+FOLDER_NAME = Rule(int | str | None, pattern=IN_RUN, says="a folder name inside the run directory")
 
 # Ranges of the parameters of the classes the configs build, by class and parameter name.
 RANGES: dict[str, dict[str, Rule]] = {
@@ -73,7 +80,12 @@ RANGES: dict[str, dict[str, Rule]] = {
     },
     "lightning.pytorch.callbacks.TQDMProgressBar": {"refresh_rate": count(1)},
     "lightning.pytorch.callbacks.ModelSummary": {"max_depth": count(-1)},
-    "vae_latent.callbacks.RunCheckpoint": {"save_top_k": count(-1)},
+    "vae_latent.callbacks.RunCheckpoint": {"save_top_k": count(-1), "filename": FILE_NAME},
+    "lightning.pytorch.loggers.TensorBoardLogger": {
+        "name": FOLDER_NAME,
+        "version": FOLDER_NAME,
+        "sub_dir": FOLDER_NAME,
+    },
     "vae_latent.callbacks.EpochGrid": {
         "n_images": count(1, 1024),
         "seed": SEED,
@@ -137,8 +149,14 @@ def validate(cfg: DictConfig, app: str = "train") -> None:
 
 
 def check_object(target: str, values: dict[str, Any], prefix: str) -> None:
-    """Values meant for ``target``'s constructor (a checkpoint's hyperparameters, say)."""
-    _check_target({"_target_": target, **values}, prefix, app_filled=True)
+    """Values meant for ``target``'s constructor (a checkpoint's hyperparameters, say): each
+    must be a parameter of ``target`` (a ``_target_`` among them names nothing to import)."""
+    params, _ = signature(target)
+    for key in values:
+        if key not in params or key == "self":
+            known = ", ".join(k for k in params if k != "self")
+            raise ConfigError(f"{prefix}{key} is not a setting of {target}; known: {known}"[:400])
+    _check_target({**values, "_target_": target}, prefix, app_filled=True)
 
 
 def _walk(node: dict[str, Any], prefix: str, leaves: dict[str, Rule]) -> None:
@@ -219,7 +237,7 @@ def _check(path: str, value: Any, rule: Rule) -> None:
         and isinstance(value, str)
         and not re.fullmatch(rule.pattern, value)
     ):
-        raise ConfigError(f"{path}={value!r} must be a count, a list of devices or 'auto'")
+        raise ConfigError(f"{path}={value!r} must be {rule.says}")
 
 
 def _bounds(rule: Rule) -> str:
@@ -252,9 +270,29 @@ def _cross_checks(cfg: dict[str, Any], app: str) -> None:
             "use channels=native or channels=gray"
         )
     trainer = cfg.get("trainer") or {}
+    if app == "train" and info:
+        train_images = info.train_size - (val_size or 0) * (protocol == "validation")
+        _check_train_fraction(trainer.get("limit_train_batches"), train_images, data, name)
     _check_trainer(trainer, fused=model.get("step") == "fused")
     accelerator = trainer.get("accelerator", cfg.get("accelerator"))
     check_accelerator(accelerator, "trainer.accelerator" if app == "train" else "accelerator")
+
+
+def _check_train_fraction(limit: Any, images: int, data: dict[str, Any], name: str) -> None:
+    """A fraction of the training batches that leaves at least one (Lightning takes
+    int(batches × fraction) and fails only once the data is read)."""
+    batch_size = data.get("batch_size")
+    if not isinstance(limit, float) or not isinstance(batch_size, int) or batch_size < 1:
+        return
+    batches = -(-images // batch_size)  # the last, partial batch counts
+    if 0 < limit < 1 and int(batches * limit) < 1:
+        step = 10.0 ** (math.floor(math.log10(1 / batches)) - 1)  # two significant digits, up
+        least = math.ceil(1 / batches / step) * step
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit!r} is {batches * limit:.2g} of {name}'s "
+            f"{batches:,} training batches of {batch_size}: it would train nothing; use at least "
+            f"{least:.2g}, or a count of batches such as 1"
+        )
 
 
 def _check_trainer(trainer: dict[str, Any], fused: bool) -> None:
@@ -274,6 +312,8 @@ def _check_trainer(trainer: dict[str, Any], fused: bool) -> None:
         why = f"trainer.strategy={strategy} syncs gradients in Lightning's backward"
     elif precision not in ("32-true", "32"):
         why = f"trainer.precision={precision} casts or scales in Lightning's optimizer step"
+    elif trainer.get("detect_anomaly"):
+        why = "trainer.detect_anomaly reads every backward output on the host"
     else:
         return
     raise ConfigError(f"model.step=fused runs Adam inside the step: {why}; use model.step=auto")
