@@ -7,7 +7,7 @@ import torch
 
 from vae_latent.data import VAEDataModule
 from vae_latent.latent.codes import Codes, encode_split
-from vae_latent.latent.metrics import TestSetMetrics, active_units, iw_log_px, iw_nll, probes
+from vae_latent.latent.metrics import active_units, iw_log_px, iw_nll, probes, score_test_set
 from vae_latent.model import ConvVAE
 from vae_latent.model.elbo import elbo_terms
 
@@ -79,18 +79,17 @@ def test_latent_metrics_on_fixture_data(data_root, model):
     dm = VAEDataModule(root=str(data_root), download=False, val_size=40)
     dm.prepare_data()
     dm.setup()
-    m = TestSetMetrics(iw_samples=8, iw_images=30)(model, dm.splits)
+    m = score_test_set(model, dm.splits, iw_samples=8, iw_images=30)
     assert m["iw_images"] == 30 and m["iw_samples"] == 8 and m["iw_nll_se"] > 0
     assert m["bits_per_dim"] == pytest.approx(m["iw_nll"] / (784 * math.log(2)))
     assert len(m["kl_per_dim"]) == 3 and 0 <= m["active_units"] <= 3
     for key in ("linear_probe_acc", "knn_acc"):
         assert 0 <= m[key] <= 1
     assert -1 <= m["silhouette"] <= 1
-    assert TestSetMetrics(iw_samples=0)(model, dm.splits)["iw_nll"] is None
+    assert score_test_set(model, dm.splits, iw_samples=0)["iw_nll"] is None
     # Codes the test loop already computed give the same numbers as encoding the split again.
-    again = TestSetMetrics(iw_samples=8, iw_images=30)(
-        model, dm.splits, encode_split(model, dm.splits["test"])
-    )
+    codes = encode_split(model, dm.splits["test"])
+    again = score_test_set(model, dm.splits, codes, iw_samples=8, iw_images=30)
     assert again == m
 
 

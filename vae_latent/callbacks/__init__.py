@@ -1,6 +1,7 @@
 """Lightning callbacks, one per file, each named after its job; ``_target_`` names them here."""
 
 from vae_latent.callbacks.epoch_grid import EpochGrid
+from vae_latent.callbacks.explorer import Explorer
 from vae_latent.callbacks.interpolation import ClassInterpolation
 from vae_latent.callbacks.latent_manifold import LatentManifold
 from vae_latent.callbacks.latent_metrics import LatentMetricsLog
@@ -13,11 +14,13 @@ from vae_latent.callbacks.random_state import RandomState
 from vae_latent.callbacks.run_checkpoint import RunCheckpoint
 from vae_latent.callbacks.run_clock import RunClock
 from vae_latent.callbacks.test_codes import TestCodes
+from vae_latent.callbacks.test_metrics import TestMetrics
 from vae_latent.callbacks.training_gif import TrainingGif
 
 __all__ = [
     "ClassInterpolation",
     "EpochGrid",
+    "Explorer",
     "LatentManifold",
     "LatentMetricsLog",
     "LatentScatter",
@@ -29,5 +32,6 @@ __all__ = [
     "RunClock",
     "TensorBoardProjector",
     "TestCodes",
+    "TestMetrics",
     "TrainingGif",
 ]

@@ -15,7 +15,7 @@ from vae_latent.callbacks.outputs import (
     write_gif,
     write_picture,
 )
-from vae_latent.callbacks.test_codes import test_codes
+from vae_latent.callbacks.test_codes import last_test_codes
 from vae_latent.latent import pictures
 from vae_latent.latent.codes import Codes, encode_split
 
@@ -50,7 +50,7 @@ class LatentPicture(L.Callback):
             write_gif(path.with_suffix(".gif"), frames, self.frame_ms)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        codes = test_codes(trainer)
+        codes = last_test_codes(trainer)
         if not trainer.is_global_zero or codes is None:
             return
         title = f"{run_label(trainer, pl_module)} — {tested_weights(trainer, pl_module)}"

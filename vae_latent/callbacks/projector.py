@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from vae_latent.callbacks.outputs import tensorboard, tested_step
-from vae_latent.callbacks.test_codes import test_codes
+from vae_latent.callbacks.test_codes import last_test_codes
 from vae_latent.latent import pictures
 
 
@@ -16,7 +16,7 @@ class TensorBoardProjector(L.Callback):
         self.max_points = max_points  # the sprite sheet of thumbnails dominates the cost
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer, codes = tensorboard(trainer), test_codes(trainer)
+        writer, codes = tensorboard(trainer), last_test_codes(trainer)
         if writer is None or not trainer.is_global_zero or codes is None:
             return
         dm = trainer.datamodule

@@ -73,7 +73,7 @@ class TestCodes(L.Callback):
         self._parts = None
 
 
-def test_codes(trainer: L.Trainer) -> Codes | None:
+def last_test_codes(trainer: L.Trainer) -> Codes | None:
     """The codes the last test captured (None without a ``TestCodes`` callback, or before)."""
     found = (c for c in trainer.callbacks if isinstance(c, TestCodes))
     return next((c.codes for c in found), None)

@@ -1,4 +1,4 @@
-"""Pure drawing functions: tensors in, a PIL image or a matplotlib figure out."""
+"""Pure drawing functions: tensors in, a PIL image, a matplotlib figure or frames out."""
 
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ from torchvision.utils import make_grid  # noqa: E402
 MARGIN, TITLE_H, LABEL_H, GAP, PAD = 10, 30, 24, 20, 2
 
 
+def quantize(images: Tensor) -> Tensor:
+    """Values in [0, 1] as uint8, rounded as torchvision's save_image does."""
+    return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
 def to_uint8(images: Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] -> (H, W, 3) uint8, rounded as torchvision's save_image does."""
-    array = images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    """(C, H, W) in [0, 1] -> (H, W, 3) uint8 (``quantize``), gray as three equal channels."""
+    array = quantize(images)
     if array.shape[0] == 1:
         array = array.expand(3, -1, -1)
     return array.permute(1, 2, 0).cpu().numpy()

@@ -1,7 +1,7 @@
 """Latent-space metrics: importance-weighted NLL, active units, KL per dim, probes, silhouette.
 
-``TestSetMetrics`` (built from ``conf/metrics/``) scores a tested model on its test split; the
-functions below are its parts, also used per epoch (``callbacks/latent_metrics.py``).
+``score_test_set`` scores a tested model on its test split (``callbacks/test_metrics.py`` calls
+it at the end of every test); its parts are also used per epoch (``callbacks/latent_metrics.py``).
 """
 
 from __future__ import annotations
@@ -114,51 +114,42 @@ def probes(
     return scores
 
 
-class TestSetMetrics:
-    """The latent-space metrics of a tested model on its datamodule's test split (probes fit on
-    the training split). Its settings are ``metrics.*`` in the config."""
-
-    __test__ = False  # not a pytest class
-
-    def __init__(
-        self,
-        iw_samples: int = 100,
-        iw_images: int = 1000,
-        knn_k: int = 5,
-        silhouette_sample: int = 2000,
-        seed: int = 0,
-    ) -> None:
-        self.iw_samples, self.iw_images, self.knn_k = iw_samples, iw_images, knn_k
-        self.silhouette_sample, self.seed = silhouette_sample, seed
-
-    def __call__(self, vae: Any, splits: dict[str, Any], test_codes: Codes | None = None) -> dict:
-        """Every metric of ``vae`` on ``splits["test"]``; ``test_codes`` when a test encoded it."""
-        test, train = splits["test"], splits["train"]
-        test_codes = test_codes or encode_split(vae, test)
-        train_codes = encode_split(vae, train)
-        nll = se = None
-        if self.iw_samples > 0:
-            with evaluating(vae):
-                nll, se = iw_nll(
-                    vae, test, self.iw_samples, self.iw_images, self.seed, codes=test_codes
-                )
-        kl = test_codes.kl_per_dim()
-        pixels = math.prod(test.images.shape[1:])
-        return {
-            "iw_nll": nll,
-            "iw_nll_se": se,
-            "bits_per_dim": None if nll is None else nll / (pixels * math.log(2)),
-            "iw_samples": self.iw_samples,
-            "iw_images": min(self.iw_images, len(test)),
-            "active_units": active_units(test_codes.means),
-            "kl_per_dim": [round(v, 4) for v in kl.tolist()],
-            **probes(
-                train_codes.means,
-                train_codes.labels,
-                test_codes.means,
-                test_codes.labels,
-                self.knn_k,
-                self.silhouette_sample,
-                self.seed,
-            ),
-        }
+def score_test_set(
+    vae: Any,
+    splits: dict[str, Any],
+    test_codes: Codes | None = None,
+    iw_samples: int = 100,
+    iw_images: int = 1000,
+    knn_k: int = 5,
+    silhouette_sample: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every latent metric of ``vae`` on ``splits["test"]`` (probes fit on ``splits["train"]``);
+    ``test_codes``: the test split's posterior when a test already encoded it."""
+    test, train = splits["test"], splits["train"]
+    test_codes = test_codes or encode_split(vae, test)
+    train_codes = encode_split(vae, train)
+    nll = se = None
+    if iw_samples > 0:
+        with evaluating(vae):
+            nll, se = iw_nll(vae, test, iw_samples, iw_images, seed, codes=test_codes)
+    kl = test_codes.kl_per_dim()
+    pixels = math.prod(test.images.shape[1:])
+    return {
+        "iw_nll": nll,
+        "iw_nll_se": se,
+        "bits_per_dim": None if nll is None else nll / (pixels * math.log(2)),
+        "iw_samples": iw_samples,
+        "iw_images": min(iw_images, len(test)),
+        "active_units": active_units(test_codes.means),
+        "kl_per_dim": [round(v, 4) for v in kl.tolist()],
+        **probes(
+            train_codes.means,
+            train_codes.labels,
+            test_codes.means,
+            test_codes.labels,
+            knn_k,
+            silhouette_sample,
+            seed,
+        ),
+    }

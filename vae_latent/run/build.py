@@ -59,7 +59,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path, own: list[L.Callback]) -> L.Tr
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_heap()
-    callbacks = [*own, TestCodes()]
+    # The test's codes, then its metrics, before the pictures that show them.
+    callbacks = [*own, TestCodes(), instantiate(cfg.metrics)]
     for entry in (cfg.get("callbacks") or {}).values():
         callback = instantiate(entry) if entry else None
         progress_off = not cfg.trainer.get("enable_progress_bar", True)

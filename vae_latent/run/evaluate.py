@@ -71,12 +71,11 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from vae_latent.callbacks.outputs import check_callbacks
-    from vae_latent.callbacks.test_codes import test_codes
+    from vae_latent.callbacks.test_metrics import last_test_metrics
     from vae_latent.data.datasets import DATASETS, image_shape
     from vae_latent.latent import pictures
     from vae_latent.run.build import build_trainer
     from vae_latent.run.checkpoints import load_module, read_checkpoint
-    from vae_latent.run.train import log_final_scalars
 
     ckpt_path = Path(str(cfg.ckpt)).expanduser().resolve()
     if not ckpt_path.is_file():
@@ -112,8 +111,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     (test,) = trainer.test(
         model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False, weights_only=True
     )
-    model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after the test
-    latent = instantiate(cfg.metrics)(model.vae, datamodule.splits, test_codes(trainer))
+    latent = last_test_metrics(trainer)  # scored at the end of the test
     epoch = model.checkpoint_epoch
     if cfg.sample.n > 0:
         info = DATASETS.get(trained.get("name", ""))
@@ -137,8 +135,6 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         same_data_as_training=same,
         seconds=time.perf_counter() - start,
     )
-    if trainer.logger:
-        log_final_scalars(trainer.logger, latent, epoch)
     write_json(out_dir / "metrics.json", record)
     log.info(
         "%s on %s/%s: test ELBO %.2f nats; %s",

@@ -105,9 +105,7 @@ def _interruption(e: BaseException) -> str | None:
 def _fit_test_record(
     cfg: DictConfig, out_dir: Path, run: Built, resume_from: str | None
 ) -> dict[str, Any]:
-    from hydra.utils import instantiate
-
-    from vae_latent.callbacks.test_codes import test_codes
+    from vae_latent.callbacks.test_metrics import last_test_metrics
 
     datamodule, model, trainer = run.datamodule, run.model, run.trainer
     checkpoint = trainer.checkpoint_callback
@@ -127,11 +125,7 @@ def _fit_test_record(
     (test,) = trainer.test(
         model, datamodule=datamodule, ckpt_path=tested or None, verbose=False, weights_only=True
     )
-    latent = {}
-    if trainer.is_global_zero:
-        model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after the test
-        metrics = instantiate(cfg.metrics)
-        latent = metrics(model.vae, datamodule.splits, test_codes(trainer))
+    latent = last_test_metrics(trainer)  # scored at the end of the test (rank 0)
     post_fit_seconds = time.perf_counter() - start - fit_seconds
     clock = run.clock
     images = clock.images * trainer.world_size
@@ -158,8 +152,9 @@ def _fit_test_record(
     )
     if not trainer.is_global_zero:
         return record  # DDP: rank 0 writes
-    if trainer.logger:
-        log_final(trainer.logger, cfg, record, latent, trainer.global_step)
+    if trainer.logger:  # hparams with the final metric (the HPARAMS tab needs both)
+        trainer.logger.log_hyperparams(run_hparams(cfg), {"hp/test_elbo": record["test_elbo"]})
+        trainer.logger.finalize("success")
     write_json(out_dir / "metrics.json", record)
     log.info(
         "test ELBO %.2f nats (recon %.2f, KL %.2f); %.0f images/s; run dir %s",
@@ -175,21 +170,6 @@ def _fit_test_record(
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     """What the HPARAMS tab compares runs by (the run keys marked ``hparam``)."""
     return {key.name: from_config(cfg, key) for key in hparam_keys()}
-
-
-def log_final_scalars(logger: Any, latent: dict[str, Any], step: int) -> None:
-    """The latent metrics as ``test/<name>`` scalars."""
-    scalars = {f"test/{k}": v for k, v in latent.items() if isinstance(v, (int, float))}
-    logger.log_metrics(scalars, step)
-
-
-def log_final(
-    logger: Any, cfg: DictConfig, record: dict[str, Any], latent: dict[str, Any], step: int
-) -> None:
-    """Latent metrics as scalars; hparams with the final metric (the HPARAMS tab needs both)."""
-    log_final_scalars(logger, latent, step)
-    logger.log_hyperparams(run_hparams(cfg), {"hp/test_elbo": record["test_elbo"]})
-    logger.finalize("success")
 
 
 def _float(value: Any) -> float | None:

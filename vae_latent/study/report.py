@@ -45,6 +45,7 @@ def write_report(
     groups = seed_groups(rows)
     save_atomic(sweep_dir / "summary.csv", csv_text(rows, groups).encode())
     drawn: dict[str, str] = {}  # file -> its caption in report.md
+    explorer = explorer_page(rows, sweep_dir) if figures else None
     if figures:
         for name, caption, draw in (
             ("metrics_vs_latent.png", "metrics against latent size or tier", metrics_figure),
@@ -53,8 +54,38 @@ def write_report(
         ):
             if draw(rows, sweep_dir, sweep_dir / name):
                 drawn[name] = caption
-    save_atomic(sweep_dir / "report.md", markdown(rows, groups, sweep_dir, drawn).encode())
+    save_atomic(
+        sweep_dir / "report.md", markdown(rows, groups, sweep_dir, drawn, explorer).encode()
+    )
     return rows
+
+
+def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
+    """explorer.html of the sweep: every complete run's page data, one linked cursor; a line
+    for report.md (None when no run wrote a page)."""
+    from vae_latent.latent.explorer import read_run, sweep_page
+
+    pages, unread = [], []
+    for r in sorted((r for r in rows if r["status"] == "complete"), key=run_order):
+        page = sweep_dir / r["run"] / "explorer.html"
+        if page.is_file():
+            try:
+                pages.append(read_run(page))
+            except (OSError, ValueError) as e:  # a page from elsewhere: data, or nothing
+                unread.append(f"`{r['run']}` ({e})")
+    if not pages:
+        return None
+    try:
+        html = sweep_page(pages, title=f"Latent-space explorer — {sweep_dir.name}")
+    except (KeyError, TypeError, ValueError) as e:
+        return f"The sweep's explorer page could not be built ({type(e).__name__}: {e})."
+    save_atomic(sweep_dir / "explorer.html", html.encode())
+    runs = f"{len(pages)} run" + ("s" if len(pages) != 1 else "")
+    line = (
+        f"[explorer.html](explorer.html): the latent spaces of {runs}, one latent coordinate "
+        "decoded by every selected run of a latent size."
+    )
+    return line + (f" Not read: {'; '.join(unread)}." if unread else "")
 
 
 def csv_text(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
@@ -227,6 +258,7 @@ def markdown(
     groups: list[dict[str, Any]],
     sweep_dir: Path,
     figures: dict[str, str] | None = None,
+    explorer: str | None = None,
 ) -> str:
     """report.md: counts, conclusion, tables, failures, rankings and the figures."""
     statuses = ("complete", "failed", "incomplete", "damaged")
@@ -281,6 +313,8 @@ def markdown(
         *ranking_lines(rows),
         "",
     ]
+    if explorer:
+        text += ["## Explorer", "", explorer, ""]
     if figures:
         text += ["## Figures", ""]
         text += [line for name, title in figures.items() for line in (f"![{title}]({name})", "")]

@@ -1,0 +1,61 @@
+"""The latent-space metrics of the tested weights, scored at the end of every test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from vae_latent.callbacks.test_codes import last_test_codes
+from vae_latent.latent.metrics import score_test_set
+
+
+class TestMetrics(L.Callback):
+    """IW NLL, active units, KL per dimension, probes and silhouette of the tested weights.
+
+    Built from ``conf/metrics/`` (``metrics.*``), run by the app before the pictures, so the
+    explorer page can show them; ``results`` is what metrics.json records, and each number is
+    logged as ``test/<name>``. Rank 0 scores.
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self,
+        iw_samples: int = 100,
+        iw_images: int = 1000,
+        knn_k: int = 5,
+        silhouette_sample: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        self.settings = {
+            "iw_samples": iw_samples,
+            "iw_images": iw_images,
+            "knn_k": knn_k,
+            "silhouette_sample": silhouette_sample,
+            "seed": seed,
+        }
+        self.results: dict[str, Any] = {}
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.results = {}
+        if not trainer.is_global_zero:
+            return
+        splits = trainer.datamodule.splits
+        self.results = score_test_set(
+            pl_module.vae, splits, last_test_codes(trainer), **self.settings
+        )
+        if trainer.logger:
+            scalars = {f"test/{k}": v for k, v in self.results.items() if _number(v)}
+            step = pl_module.checkpoint_epoch or trainer.current_epoch
+            trainer.logger.log_metrics(scalars, step)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def last_test_metrics(trainer: L.Trainer) -> dict[str, Any]:
+    """The last test's latent metrics ({} without a ``TestMetrics`` callback)."""
+    found = (c for c in trainer.callbacks if isinstance(c, TestMetrics))
+    return next((c.results for c in found), {})
