@@ -152,7 +152,7 @@ def sprite(images: np.ndarray, columns: int | None = None) -> dict[str, Any]:
     mode = "L" if c == 1 else "RGB"
     picture = Image.fromarray(sheet[..., 0] if c == 1 else sheet, mode)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
+    picture.save(buffer, format="PNG")  # zlib level 6: optimize=True is 5x slower for 1.5%
     return {
         "png": base64.b64encode(buffer.getvalue()).decode("ascii"),
         "count": n,

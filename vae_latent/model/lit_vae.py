@@ -34,6 +34,9 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         likelihood: Likelihood = "bernoulli",
         step: Step = "auto",
         init: Init = "torch",
+        width: int = 1,
+        depth: int = 0,
+        beta: float = 1.0,
     ) -> None:
         super().__init__()
         # Plain ints/floats/strings only: checkpoints must load with weights_only=True. The app
@@ -47,11 +50,14 @@ class LitVAE(FusedStepHooks, L.LightningModule):
                 "likelihood": likelihood,
                 "step": step,
                 "init": init,
+                "width": int(width),
+                "depth": int(depth),
+                "beta": float(beta),
             },
             logger=False,
         )
         hp = self.hparams
-        self.vae = ConvVAE(hp.image_shape, hp.latent_dim, likelihood, kl, init)
+        self.vae = ConvVAE(hp.image_shape, hp.latent_dim, likelihood, kl, init, width, depth)
         self._train_sums: Tensor | None = None  # this epoch's summed (recon, KL), on the device
         self._last_sums: Tensor | None = None  # the last step's, for the divergence guard
         self._last_batch = 1
@@ -63,6 +69,13 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         return self.vae(x)
 
     # --- training --------------------------------------------------------------------------
+    def _loss(self, recon: Tensor, kl_term: Tensor) -> Tensor:
+        """The training loss, a mean over the batch. β weighs the KL term in it (model.beta);
+        the ELBO logged and tested stays the β = 1 bound."""
+        if self.hparams.beta == 1.0:
+            return (recon + kl_term).mean()
+        return (recon + self.hparams.beta * kl_term).mean()
+
     def _add_sums(self, recon: Tensor, kl_term: Tensor) -> None:
         """Into buffers allocated once and written in place: a CUDA graph replay writes them."""
         sums = torch.stack((recon.detach(), kl_term.detach())).sum(1)
@@ -70,7 +83,6 @@ class LitVAE(FusedStepHooks, L.LightningModule):
             self._train_sums, self._last_sums = torch.zeros_like(sums), torch.zeros_like(sums)
         self._train_sums += sums
         self._last_sums.copy_(sums)
-        self._last_batch = len(recon)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
@@ -79,13 +91,15 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         else:
             recon, kl_term, _, _ = self.vae.elbo(x)
             self._add_sums(recon, kl_term)
-            loss = (recon + kl_term).mean()
+            loss = self._loss(recon, kl_term)
         self._train_images += len(x)
+        self._last_batch = len(x)  # on the host: a replay does not run this function's Python
         # Lightning writes step logs after the batches where (step + 1) % N == 0, labelled with
         # this step: logging on the same batches makes each point this step's own loss. Not on
         # the progress bar: Lightning would read it on the host after every batch.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/elbo_step", -loss, on_step=True, on_epoch=False)
+            elbo = -self._last_sums.sum() / len(x)  # the ELBO whatever β trains
+            self.log("train/elbo_step", elbo, on_step=True, on_epoch=False)
         return loss
 
     def fused_step(self, x: Tensor) -> Tensor:
@@ -99,7 +113,7 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         optimizer = self._optimizer
         optimizer.zero_grad(set_to_none=True)
         recon, kl_term, _, _ = self.vae.elbo(x)
-        loss = (recon + kl_term).mean()
+        loss = self._loss(recon, kl_term)
         loss.backward()
         optimizer.step()
         self._add_sums(recon, kl_term)

@@ -29,40 +29,61 @@ def keras_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def encoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Sequential:
-    """Two stride-2 valid convs (32, 64) and a dense layer to mean and log-variance."""
+def _blocks(conv: type[nn.Module], c: int, depth: int) -> list[nn.Module]:
+    """``depth`` extra stride-1 3x3 "same" blocks of ``c`` channels (model.depth; 0: none)."""
+    return [m for _ in range(depth) for m in (conv(c, c, 3, stride=1, padding=1), nn.ReLU())]
+
+
+def encoder(
+    channels: int, height: int, width: int, latent_dim: int, scale: int = 1, depth: int = 0
+) -> nn.Sequential:
+    """Two stride-2 valid convs (32, 64 channels, times ``scale``), ``depth`` extra blocks after
+    each, and a dense layer to mean and log-variance."""
     h, w = height, width
     for _ in range(2):  # 3x3 kernel, stride 2, no padding
         h, w = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    c1, c2 = 32 * scale, 64 * scale
     return nn.Sequential(
-        nn.Conv2d(channels, 32, 3, stride=2),
+        nn.Conv2d(channels, c1, 3, stride=2),
         nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2),
+        *_blocks(nn.Conv2d, c1, depth),
+        nn.Conv2d(c1, c2, 3, stride=2),
         nn.ReLU(),
+        *_blocks(nn.Conv2d, c2, depth),
         nn.Flatten(),
-        nn.Linear(64 * h * w, 2 * latent_dim),
+        nn.Linear(c2 * h * w, 2 * latent_dim),
     )
 
 
-def decoder(channels: int, height: int, width: int, latent_dim: int) -> nn.Sequential:
-    """Dense to (32, H/4, W/4), two stride-2 "same" transposed convs (64, 32), one to logits."""
+def decoder(
+    channels: int, height: int, width: int, latent_dim: int, scale: int = 1, depth: int = 0
+) -> nn.Sequential:
+    """Dense to (32, H/4, W/4), two stride-2 "same" transposed convs (64, 32), one to logits;
+    channels times ``scale``, ``depth`` extra transposed-conv blocks after each stride-2 one."""
     h, w = height // 4, width // 4
+    c0, c1, c2 = 32 * scale, 64 * scale, 32 * scale
     # padding=1 + output_padding=1 makes a stride-2 transposed conv exactly double the size,
     # which is what Keras calls padding="same".
     return nn.Sequential(
-        nn.Linear(latent_dim, 32 * h * w),
+        nn.Linear(latent_dim, c0 * h * w),
         nn.ReLU(),
-        nn.Unflatten(1, (32, h, w)),
-        nn.ConvTranspose2d(32, 64, 3, stride=2, padding=1, output_padding=1),
+        nn.Unflatten(1, (c0, h, w)),
+        nn.ConvTranspose2d(c0, c1, 3, stride=2, padding=1, output_padding=1),
         nn.ReLU(),
-        nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+        *_blocks(nn.ConvTranspose2d, c1, depth),
+        nn.ConvTranspose2d(c1, c2, 3, stride=2, padding=1, output_padding=1),
         nn.ReLU(),
-        nn.ConvTranspose2d(32, channels, 3, stride=1, padding=1),
+        *_blocks(nn.ConvTranspose2d, c2, depth),
+        nn.ConvTranspose2d(c2, channels, 3, stride=1, padding=1),
     )
 
 
 class ConvVAE(nn.Module):
-    """q(z|x) = N(mean, diag(exp(logvar))) from the encoder; p(x|z) from the decoder's logits."""
+    """q(z|x) = N(mean, diag(exp(logvar))) from the encoder; p(x|z) from the decoder's logits.
+
+    ``width`` multiplies every conv's channels and ``depth`` adds stride-1 blocks per stage;
+    the defaults (1, 0) are the study's model exactly.
+    """
 
     def __init__(
         self,
@@ -71,12 +92,14 @@ class ConvVAE(nn.Module):
         likelihood: Likelihood = "bernoulli",
         kl: KLEstimator = "mc",
         init: Init = "torch",
+        width: int = 1,
+        depth: int = 0,
     ) -> None:
         super().__init__()
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent_dim, self.likelihood, self.kl = int(latent_dim), likelihood, kl
-        self.encoder = encoder(*self.image_shape, self.latent_dim)
-        self.decoder = decoder(*self.image_shape, self.latent_dim)
+        self.encoder = encoder(*self.image_shape, self.latent_dim, width, depth)
+        self.decoder = decoder(*self.image_shape, self.latent_dim, width, depth)
         if init == "keras":
             keras_init(self)
         elif init != "torch":

@@ -51,6 +51,9 @@ RUN_KEYS: list[RunKey] = [
     RunKey("likelihood", "model.likelihood", recipe=True, legacy="bernoulli"),
     RunKey("lr", "model.lr", float, recipe=True),
     RunKey("init", "model.init", recipe=True, legacy="torch"),
+    RunKey("width", "model.width", int, recipe=True, legacy=1),
+    RunKey("depth", "model.depth", int, recipe=True, legacy=0),
+    RunKey("beta", "model.beta", float, recipe=True, legacy=1.0),
     RunKey("max_epochs", "trainer.max_epochs", int, identity=False, recipe=True, hparam=False),
     RunKey("seed", "seed", int, identity=False),  # repeats of one configuration differ only here
 ]
