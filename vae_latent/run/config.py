@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +25,30 @@ OmegaConf.register_new_resolver("vae_pid", lambda: str(os.getpid()), replace=Tru
 OmegaConf.register_new_resolver("vae_dirname", short_dirname, replace=True)
 # What a job's folder name leaves out, from the run-keys table (conf/hydra/default.yaml).
 OmegaConf.register_new_resolver("vae_dirname_excludes", job_dirname_excludes, replace=True)
+
+
+def tiers_present(root: str) -> str:
+    """The study's tiers whose files are under ``root``, as a sweep value ("mnist,fashion_mnist");
+    the others are named on stderr as skipped (experiment=paper_capacity)."""
+    from vae_latent.data.datasets import DATASETS, TIERS, expected_files
+
+    folder = Path(root).expanduser().resolve()
+
+    def present(tier: str) -> bool:
+        return all(p.is_file() for p in expected_files(folder, DATASETS[TIERS[tier][0]]))
+
+    found = [t for t in TIERS if present(t)]
+    skipped = [t for t in TIERS if t not in found]
+    if skipped:
+        print(
+            f"vae-latent: skipping tier(s) {', '.join(skipped)}: their files are not under "
+            f"{folder} (data.root); a single run with data.download=true fetches them",
+            file=sys.stderr,
+        )
+    return ",".join(found or list(TIERS))  # none: every job says what is missing
+
+
+OmegaConf.register_new_resolver("vae_tiers_present", tiers_present, replace=True)
 
 
 def conf_dir() -> str:

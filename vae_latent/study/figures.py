@@ -15,7 +15,15 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from vae_latent.data.datasets import TIER_NAMES  # noqa: E402
 from vae_latent.files import save_atomic  # noqa: E402
 from vae_latent.study.runs import METRICS  # noqa: E402
-from vae_latent.study.stats import INTERPRETABILITY, NLL, TIER_ORDER, grouped, run_order  # noqa: E402
+from vae_latent.study.stats import (  # noqa: E402
+    INTERPRETABILITY,
+    NLL,
+    TIER_ORDER,
+    by_capacity,
+    grouped,
+    run_order,
+    varies_capacity,
+)
 
 SHOWN = ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]
 # Per-epoch latent metrics (latent_metrics.csv of each run) and their axis labels.
@@ -38,15 +46,18 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
     if not complete:
         return False
     sizes = sorted({r["latent_dim"] for r in complete})
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), dpi=110)
+    shown = {m: by_key for m in SHOWN if (by_key := grouped(rows, m))}  # panels with data only
+    if not shown:
+        return False
+    fig, axes = _panels(len(shown))
     seeds = False
-    for ax, metric in zip(axes.flat, SHOWN, strict=True):
-        by_key = grouped(rows, metric)
+    tiers = [t for t in TIER_ORDER if any(t in v for b in shown.values() for v in b.values())]
+    for ax, (metric, by_key) in zip(axes, shown.items(), strict=False):
         seeds |= any(s.n > 1 for by_t in by_key.values() for s in by_t.values())
         if len(sizes) > 1:
             _against_latent(ax, by_key)
         else:
-            _against_tier(ax, by_key)
+            _against_tier(ax, by_key, tiers)
         ax.set_ylabel(METRICS[metric][0])
         ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
         ax.grid(alpha=0.3)
@@ -55,7 +66,7 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     spread = "; mean ± std over seeds" if seeds else ""
     if len(sizes) > 1:
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+        handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(
             handles, labels, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.95)
         )
@@ -67,6 +78,17 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
     fig.tight_layout(rect=(0, 0, 1, 0.91 if len(sizes) > 1 else 0.96))
     _save(fig, path)
     return True
+
+
+def _panels(n: int, cols: int = 3) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels in rows of ``cols`` (2 wide for 4), the unused ones removed."""
+    cols = 2 if n == 4 else min(cols, n)
+    rows = -(-n // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows + 0.4), dpi=110)
+    axes = list(getattr(grid, "flat", [grid]))
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
 
 
 def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None) -> None:
@@ -89,16 +111,61 @@ def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> N
     ax.set_xlabel("latent size")
 
 
-def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
-    """One latent size: the metric at each tier in the study's order of complexity."""
+def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]], tiers: list) -> None:
+    """One latent size: the metric at each tier of the sweep, in the study's order."""
     for (recipe, _), by_tier in sorted(by_key.items()):
-        present = [t for t in TIER_ORDER if t in by_tier]
-        xs = [TIER_ORDER.index(t) for t in present]
+        present = [t for t in tiers if t in by_tier]
+        xs = [tiers.index(t) for t in present]
         stats = [by_tier[t] for t in present]
         _errorbar(ax, xs, stats, recipe or None)
-    ax.set_xticks(range(len(TIER_ORDER)), [TIER_NAMES[t] for t in TIER_ORDER], rotation=15)
-    ax.set_xlim(-0.4, len(TIER_ORDER) - 0.6)
+    ax.set_xticks(range(len(tiers)), [TIER_NAMES[t] for t in tiers], rotation=15)
+    ax.set_xlim(-0.4, len(tiers) - 0.6)
     ax.set_xlabel("tier (data complexity →)")
+
+
+def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bool:
+    """Each latent metric against the parameter count, one line per tier (and recipe), ± the
+    seed std: does a larger model narrow the gap between tiers? Only when capacity varies."""
+    if not varies_capacity(rows):
+        return False
+    shown = {m: by_key for m in SHOWN if (by_key := by_capacity(rows, m))}
+    if not shown:
+        return False
+    fig, axes = _panels(len(shown))
+    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TIER_ORDER)}
+    styles = ["-", "--", ":", "-."]
+    for ax, (metric, by_key) in zip(axes, shown.items(), strict=False):
+        for k, ((recipe, z), by_tier) in enumerate(by_key.items()):
+            for t in [t for t in TIER_ORDER if t in by_tier]:
+                params, stats = zip(*by_tier[t], strict=True)
+                means, stds = [s.mean for s in stats], [s.std or 0.0 for s in stats]
+                name = TIER_NAMES[t] + (f", z={z}" if len({q for _, q in by_key}) > 1 else "")
+                name += f" ({recipe})" if recipe else ""
+                ax.errorbar(params, means, yerr=stds, marker="o", capsize=3, label=name,
+                            color=colours[t], linestyle=styles[k % len(styles)])  # fmt: skip
+        sizes = sorted({p for by_tier in by_key.values() for v in by_tier.values() for p, _ in v})
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [_count(p) for p in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("parameters (log scale; one point per width × depth)")
+        ax.set_ylabel(METRICS[metric][0])
+        ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
+        ax.grid(alpha=0.3)
+        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
+            ax.set_ylim(0, max(z for _, z in by_key) + 0.5)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False,
+               bbox_to_anchor=(0.5, 0.96))  # fmt: skip
+    fig.suptitle("Latent-space metrics against model size (width × depth); mean ± std over seeds")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _save(fig, path)
+    return True
+
+
+def _count(n: int) -> str:
+    """70k, 1.2M: a parameter count as a tick label."""
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
 def read_epoch_metrics(run_dir: Path) -> list[dict[str, float]]:

@@ -16,10 +16,13 @@ from vae_latent.study.stats import (
     TIER_ORDER,
     Stat,
     best_trial,
+    by_capacity,
     degradation,
+    gap_changes,
     grouped,
     run_order,
     seed_groups,
+    varies_capacity,
     within_one_std,
 )
 
@@ -39,7 +42,12 @@ def write_report(
     sweep_dir: Path, rows: list[dict[str, Any]] | None = None, figures: bool = True
 ) -> list[dict[str, Any]]:
     """Read every run under ``sweep_dir``; write summary.csv, report.md and, by default, figures."""
-    from vae_latent.study.figures import epochs_figure, figure_sheet, metrics_figure
+    from vae_latent.study.figures import (
+        capacity_figure,
+        epochs_figure,
+        figure_sheet,
+        metrics_figure,
+    )
 
     rows = collect(sweep_dir) if rows is None else rows
     groups = seed_groups(rows)
@@ -50,6 +58,7 @@ def write_report(
         for name, caption, draw in (
             ("metrics_vs_latent.png", "metrics against latent size or tier", metrics_figure),
             ("metrics_vs_epoch.png", "latent metrics over training", epochs_figure),
+            ("capacity.png", "latent metrics against model size", capacity_figure),
             ("figure_sheet.png", "figure sheet", figure_sheet),
         ):
             if draw(rows, sweep_dir, sweep_dir / name):
@@ -197,6 +206,55 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
     return [head, "", *lines]
 
 
+def capacity_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Does capacity close the gap between tiers? From the table, with seed noise as the bar."""
+    if not varies_capacity(rows):
+        return []
+    lines, verdicts = [], []
+    for metric in INTERPRETABILITY:
+        label = METRICS[metric][0]
+        for key, by_tier in by_capacity(rows, metric).items():
+            for g in gap_changes(by_tier):
+                verdicts.append(g.verdict)
+                noise = (
+                    "no spread over seeds known"
+                    if g.noise is None
+                    else f"seed noise ±{g.noise:.3f}"
+                )
+                lines.append(
+                    f"- {label}, {_where(key)}: {TIER_NAMES[g.simpler]} − {TIER_NAMES[g.harder]} "
+                    f"gap {g.gap_small:+.3f} at {g.small:,} parameters → {g.gap_large:+.3f} at "
+                    f"{g.large:,}: **{g.verdict}** (change {g.change:+.3f}, {noise})."
+                )
+    if not verdicts:
+        return [
+            "## Capacity",
+            "",
+            "Capacity cannot be judged here: no two tiers were trained at two or more of the same "
+            "model sizes.",
+            "",
+        ]
+    counts = {v: verdicts.count(v) for v in ("shrinks", "stays", "grows", "reverses", "undecided")}
+    said = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    if counts["undecided"] == len(verdicts):
+        head = "**Whether capacity closes the gap between tiers cannot be decided** here: each "
+        head += "model size has one run, so no seed noise is known; repeat with `seed=1,2,3`."
+    elif counts["shrinks"] > counts["grows"] + counts["reverses"] + counts["stays"]:
+        head = f"**Capacity closes the gap between tiers**: of {len(verdicts)} tier gaps, {said}."
+    elif counts["stays"] >= max(counts["shrinks"], counts["grows"]):
+        head = "**Capacity does not change the gap between tiers beyond seed noise**: of "
+        head += f"{len(verdicts)} tier gaps, {said}."
+    else:
+        head = f"**Capacity moves the gap between tiers both ways**: of {len(verdicts)} tier "
+        head += f"gaps, {said}."
+    note = (
+        "- The gap is the simpler tier's mean minus the harder one's, at the smallest and the "
+        "largest model both were trained at; a change within the seed noise of the four means "
+        "(their standard deviations combined) is counted as staying."
+    )
+    return ["## Capacity", "", head, "", *lines, note, ""]
+
+
 def best_trial_lines(rows: list[dict[str, Any]], sweep_dir: Path) -> list[str]:
     """Optuna's best trial and the run directory that scored it, if the sweep was a search."""
     best = best_trial(rows, sweep_dir)
@@ -303,6 +361,7 @@ def markdown(
             "compare them.",
             "",
         ]
+    text += capacity_lines(rows)
     text += best_trial_lines(rows, sweep_dir)
     if problems:
         text += ["## Failed, incomplete or damaged runs", "", *problems, ""]

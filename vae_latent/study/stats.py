@@ -109,6 +109,91 @@ def recipe_label(row: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(parts)
 
 
+CAPACITY = ("width", "depth")  # what a capacity sweep varies; params is their measure
+
+
+def varies_capacity(rows: list[dict[str, Any]]) -> bool:
+    complete = [r for r in rows if r["status"] == "complete"]
+    return len({tuple(r.get(k) for k in CAPACITY) for r in complete}) > 1
+
+
+def by_capacity(
+    rows: list[dict[str, Any]], metric: str
+) -> dict[tuple[str, int], dict[str, list[tuple[int, Stat]]]]:
+    """(recipe but capacity, latent_dim) -> tier -> [(parameters, ``metric`` over seeds)], by
+    parameter count: the same comparison as ``grouped``, with capacity as an axis."""
+    complete = [r for r in rows if r["status"] == "complete" and r.get("params")]
+    fixed = [k for k in recipe_names() if k not in CAPACITY]
+    varying = [k for k in fixed if len({str(r.get(k)) for r in complete}) > 1]
+    acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in complete:
+        if r.get(metric) is None or (metric in NLL and not r["nll_comparable"]):
+            continue
+        key = (recipe_label(r, varying), r["latent_dim"])
+        acc[key][r["tier"]][r["params"]].append(float(r[metric]))
+    return {
+        key: {t: sorted((p, Stat.of(v)) for p, v in by_p.items()) for t, by_p in tiers.items()}
+        for key, tiers in sorted(acc.items())
+    }
+
+
+@dataclass(frozen=True)
+class GapChange:
+    """How the gap (simpler tier minus harder tier) of a metric moves from the smallest model
+    to the largest both tiers were trained at."""
+
+    simpler: str
+    harder: str
+    small: int  # parameters
+    large: int
+    gap_small: float
+    gap_large: float
+    noise: float | None  # the seed std of the change (None: one seed somewhere)
+
+    @property
+    def change(self) -> float:
+        return self.gap_large - self.gap_small
+
+    @property
+    def verdict(self) -> str:
+        """shrinks, grows, reverses, stays (within seed noise), or undecided (no spread)."""
+        if self.noise is None:
+            return "undecided"
+        if abs(self.change) <= self.noise:
+            return "stays"
+        if self.gap_small * self.gap_large < 0 and abs(self.gap_large) > self.noise:
+            return "reverses"
+        return "shrinks" if abs(self.gap_large) < abs(self.gap_small) else "grows"
+
+
+def gap_changes(by_tier: dict[str, list[tuple[int, Stat]]]) -> list[GapChange]:
+    """The simplest tier present against each harder one, at the smallest and the largest
+    parameter count both have."""
+    present = [t for t in TIER_ORDER if t in by_tier]
+    changes = []
+    for harder in present[1:]:
+        ref, other = dict(by_tier[present[0]]), dict(by_tier[harder])
+        common = sorted(set(ref) & set(other))
+        if len(common) < 2:
+            continue
+        small, large = common[0], common[-1]
+        stats = [ref[small], other[small], ref[large], other[large]]
+        stds = [s.std for s in stats]
+        noise = None if None in stds else sum(v * v for v in stds) ** 0.5
+        changes.append(
+            GapChange(
+                present[0],
+                harder,
+                small,
+                large,
+                ref[small].mean - other[small].mean,
+                ref[large].mean - other[large].mean,
+                noise,
+            )
+        )
+    return changes
+
+
 def degradation(by_tier: dict[str, Stat]) -> tuple[int, int, int]:
     """Ordered tier pairs (simpler, harder) where the mean falls, rises, or moves within one std."""
     present = [t for t in TIER_ORDER if t in by_tier]
