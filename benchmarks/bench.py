@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from benchmarks.peer import peer_rate
 from benchmarks.plain_loop import PlainLoop, sync
 from vae_latent.run.build import build, skip_idle_batch_hooks
 from vae_latent.run.config import compose_config
@@ -178,6 +179,18 @@ def floor_fields(runs: list[dict[str, Any]], lightning: list[tuple[float, float]
     }
 
 
+def peer_fields(peers: list[float], lightning: list[tuple[float, float]]) -> dict:
+    """With --peer: its images/s per turn and the Lightning path's ratio to it."""
+    if not peers:
+        return {}
+    ratios = [a[0] / p for a, p in zip(lightning, peers, strict=True)]
+    return {
+        "peer_images_per_s": round(statistics.median(peers), 1),
+        "ratio_to_peer": round(statistics.median(ratios), 3),
+        "peer_runs": [round(p, 1) for p in peers],
+    }
+
+
 def positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -196,6 +209,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block", type=positive, default=10, help="steps per turn of each path")
     parser.add_argument("--repeats", type=positive, default=3, help="fits to take medians over")
     parser.add_argument("--data-root", default=os.environ.get("VAE_LATENT_DATA", "data"))
+    parser.add_argument(
+        "--peer",
+        help="a command printing images_per_s (e.g. the seed's Keras model: "
+        "'/path/python ../shared/peers/tf_cvae.py DATA --time-steps 800'), run before each fit",
+    )
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. model.kl=analytic")
     args = parser.parse_args(argv)
     args.device = "gpu" if args.device == "cuda" else args.device
@@ -211,7 +229,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # One untimed fit first: the first in a process pays one-off costs (oneDNN primitive
         # caches, allocator growth) that later ones do not.
         measure(cfg, args, Path(tmp, "warm"))
-        runs = [measure(cfg, args, Path(tmp, f"run{r}")) for r in range(args.repeats)]
+        runs, peers = [], []
+        for r in range(args.repeats):  # the peer and the fits take turns: drift hits both
+            if args.peer:
+                peers.append(peer_rate(args.peer))
+            runs.append(measure(cfg, args, Path(tmp, f"run{r}")))
     lightning = [r["lightning"] for r in runs]
     plain = [r["plain"] for r in runs]
     device = runs[0]["device"]
@@ -229,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             statistics.median(a[1] / b[1] for a, b in zip(lightning, plain, strict=True)), 3
         ),
         **floor_fields(runs, lightning),
+        **peer_fields(peers, lightning),
         "lightning_runs": [round(t, 1) for t, _ in lightning],
         "plain_runs": [round(t, 1) for t, _ in plain],
         "timed_steps_per_run": dict(

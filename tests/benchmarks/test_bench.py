@@ -49,3 +49,22 @@ def test_the_argument_check_takes_batch_512_with_the_default_steps():
     bench.check_args(args, 55_000)  # accepted: the steps run on across epochs
     with pytest.raises(SystemExit, match="--batch-size 512 is more than the 200 training images"):
         bench.check_args(args, 200)
+
+
+def test_the_bench_runs_a_peer_command_in_turns_and_reports_the_ratio(data_root, tmp_path):
+    """A stand-in peer that prints images_per_s as tf_cvae.py does."""
+    import statistics
+    import sys
+
+    import pytest
+
+    peer = tmp_path / "peer.py"
+    peer.write_text('import json; print(json.dumps({"peer": "x", "images_per_s": 1000.0}))\n')
+    result = bench.main(
+        ["--device", "cpu", "--steps", "4", "--warmup", "2", "--repeats", "2", "--batch-size",
+         "16", "--data-root", str(data_root), "--peer", f"{sys.executable} {peer}",
+         "data.val_size=40", "trainer.enable_progress_bar=false"]
+    )  # fmt: skip
+    assert result["peer_runs"] == [1000.0, 1000.0] and result["peer_images_per_s"] == 1000.0
+    ratios = [lightning / 1000.0 for lightning in result["lightning_runs"]]
+    assert result["ratio_to_peer"] == pytest.approx(statistics.median(ratios), rel=0.01)

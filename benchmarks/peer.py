@@ -1,0 +1,92 @@
+"""``python -m benchmarks.peer --peer CMD``: ``vae-latent``'s training speed beside a peer.
+
+The peer is any command that prints a JSON line with ``images_per_s`` (the seed's own Keras model:
+``--peer "/path/to/python ../shared/peers/tf_cvae.py DATA --time-steps 800"``; TensorFlow is never
+a dependency of this project). Each round runs the peer, then ``vae-latent`` twice on the same
+data with the pictures off and the IW estimate off, for ``--short`` and ``--long`` training
+steps; the steady state is ``(long - short) * batch / (wall(long) - wall(short))``, so start-up,
+data reading, testing and writing cancel. Rounds alternate, so the VM's drift hits both; the
+JSON line at the end has every round and the median ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def peer_rate(command: str) -> float:
+    """The peer's images/s, from the last JSON line it prints with ``images_per_s``."""
+    proc = subprocess.run(shlex.split(command), capture_output=True, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{") and "images_per_s" in line:
+            return float(json.loads(line)["images_per_s"])
+    raise SystemExit(f"python -m benchmarks.peer: error: the peer printed no images_per_s "
+                     f"(exit {proc.returncode}): {proc.stderr.strip()[-300:]}")  # fmt: skip
+
+
+def wall(steps: int, args: argparse.Namespace, tmp: Path) -> float:
+    """Seconds of one whole ``vae-latent`` run of ``steps`` training steps."""
+    run = tmp / f"run-{steps}-{time.monotonic_ns()}"
+    command = [
+        sys.executable, "-m", "vae_latent", f"data.root={args.data_root}", "data.download=false",
+        f"+trainer.max_steps={steps}", "trainer.max_epochs=1000", "trainer.limit_val_batches=0",
+        "callbacks=none", "callbacks.checkpoint.monitor=null", "metrics.iw_samples=0",
+        "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", *args.override,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(
+            f"python -m benchmarks.peer: error: vae-latent failed: {proc.stderr[-400:]}"
+        )
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__)
+    parser.add_argument("--peer", required=True, help="a command printing images_per_s")
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--short", type=int, default=200, help="training steps of the short run")
+    parser.add_argument("--long", type=int, default=1600, help="training steps of the long run")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("override", nargs="*", help="Hydra overrides for vae-latent")
+    args = parser.parse_args(argv)
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            peer = peer_rate(args.peer)
+            short, long = wall(args.short, args, Path(tmp)), wall(args.long, args, Path(tmp))
+            ours = (args.long - args.short) * args.batch_size / (long - short)
+            rounds.append(
+                {
+                    "peer_images_per_s": round(peer, 1),
+                    "vae_latent_images_per_s": round(ours, 1),
+                    "ratio_to_peer": round(ours / peer, 3),
+                    "wall_short_s": round(short, 2),
+                    "wall_long_s": round(long, 2),
+                }
+            )
+            print(json.dumps(rounds[-1]), flush=True)
+    result = {
+        "median_ratio_to_peer": statistics.median(r["ratio_to_peer"] for r in rounds),
+        "rounds": rounds,
+        "steps": [args.short, args.long],
+        "overrides": args.override,
+        "peer": args.peer,
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
