@@ -209,8 +209,14 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """xdist's defaults for this suite when -n is not given (and xdist is loaded at all)."""
-    if config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None:
+    """xdist's defaults for this suite when -n is not given (and xdist is loaded at all); not in
+    a worker, which would start workers of its own."""
+    worker = hasattr(config, "workerinput")
+    if (
+        config.pluginmanager.hasplugin("xdist")
+        and config.option.numprocesses is None
+        and not worker
+    ):
         config.option.numprocesses, config.option.maxprocesses = "auto", 4
         config.option.dist = "worksteal"
 
