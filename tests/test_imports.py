@@ -15,7 +15,7 @@ ALLOWED = {
     "latent": {"model", "data", "errors", "files"},
     "callbacks": {"latent", "model", "data", "errors", "files"},
     "run": {"callbacks", "latent", "model", "data", "errors", "files"},
-    "study": {"run", "data", "errors", "files"},
+    "study": {"run", "latent", "data", "errors", "files"},
     "__init__": {"run", "model"},
     "__main__": {"cli"},
     "cli": {"run", "study", "errors"},
