@@ -203,6 +203,7 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         data_root,
         "callbacks.epoch_grid.n_images=4",
         "callbacks.latent_scatter.every_n_epochs=1",
+        "callbacks.explorer.grid=16",  # 2 x 256 decodes, not 2 x 1,600: the tests check its data
     )
     return run
 

@@ -1,9 +1,12 @@
+import shutil
+import urllib.error
+import urllib.request
+
 import pytest
 import torch
 
 from vae_latent.data import DATASETS, VAEDataModule
 from vae_latent.errors import ConfigError, DataError
-
 from vae_latent.run.validate import validate
 
 from ..conftest import N_TEST, N_TRAIN, compose
@@ -141,3 +144,84 @@ def test_idx_headers_are_checked_against_the_file(data_root, tmp_path):
         path.write_bytes(content)
         with pytest.raises(ValueError, match=path.name):
             check_idx(path, 3, 28)
+
+
+def _deny(monkeypatch, folder):
+    """Everything under ``folder`` unreadable (EACCES), as ``chmod 000`` makes it for a user
+    other than root: stat and open fail there; the folder itself can still be listed."""
+    import builtins
+    import errno
+    import os
+    from pathlib import Path
+
+    real_stat, real_open = os.stat, builtins.open
+
+    def denied(path):
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return False
+        path = Path(os.fsdecode(path)).absolute()
+        return path != folder and path.is_relative_to(folder)
+
+    def stat(path, *args, **kwargs):
+        if denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        return real_stat(path, *args, **kwargs)
+
+    def open_(path, *args, **kwargs):
+        if denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "download"),
+    [
+        ("mnist", "MNIST/raw", False),
+        ("mnist", "MNIST/raw", True),
+        ("cifar10", "cifar-10-batches-py", False),
+        ("cifar10", "cifar-10-batches-py", True),  # not found, so torchvision downloads: fails
+    ],
+)
+def test_an_unreadable_data_folder_says_so_not_the_internet(
+    data_root, tmp_path, monkeypatch, name, folder, download
+):
+    root = tmp_path / "data"
+    top = folder.split("/")[0]
+    shutil.copytree(data_root / top, root / top)
+    _deny(monkeypatch, root / folder)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dm = VAEDataModule(name=name, root=str(root), download=download, val_size=VAL)
+    with pytest.raises(DataError) as err:
+        dm.prepare_data()
+    message = str(err.value)
+    assert f"{name}: cannot access {root / folder}" in message, message
+    assert "Permission denied" in message and "make it readable" in message
+    assert "internet" not in message and "delete" not in message and "\n" not in message
+
+
+def test_a_missing_or_damaged_file_is_named_without_a_wrong_hint(data_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "MNIST", root / "MNIST")
+    labels = root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    content = labels.read_bytes()
+    labels.unlink()
+    with pytest.raises(DataError) as err:
+        VAEDataModule(root=str(root), download=False, val_size=VAL).prepare_data()
+    missing = str(err.value)
+    assert (
+        "no MNIST/raw/t10k-labels-idx1-ubyte" in missing and "allow data.download=true" in missing
+    )
+    assert "delete" not in missing and "internet" not in missing
+    labels.write_bytes(content[:-3])  # there, but shorter than its header says
+    with pytest.raises(DataError) as err:
+        VAEDataModule(root=str(root), download=False, val_size=VAL).prepare_data()
+    damaged = str(err.value)
+    assert "cannot be read (truncated or corrupt?)" in damaged and "t10k-labels" in damaged
+    assert "delete" not in damaged and "internet" not in damaged

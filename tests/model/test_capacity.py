@@ -80,9 +80,12 @@ def test_beta_weighs_the_kl_in_the_loss_only():
 def test_a_wider_deeper_beta_4_run_trains_resumes_evaluates_and_draws(app, data_root, tmp_path):
     run = tmp_path / "run"
     args = [f"data.root={data_root}", *TINY, "model.width=2", "model.depth=1", "model.beta=4"]
+    args += ["metrics.iw_samples=0", "callbacks=none"]
     assert app(*args, "trainer.max_epochs=1", f"hydra.run.dir={run}").returncode == 0
     (run / "metrics.json").unlink()
-    done = app(f"resume={run}", "trainer.max_epochs=2")
+    # Resumed with the pictures on: they are drawn from the wider, deeper model.
+    done = app(f"resume={run}", "trainer.max_epochs=2", "callbacks=default",
+               "callbacks.explorer.grid=10")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     record = read_metrics(run)
     assert (record["width"], record["depth"], record["beta"], record["epochs"]) == (2, 1, 4.0, 2)
@@ -93,7 +96,8 @@ def test_a_wider_deeper_beta_4_run_trains_resumes_evaluates_and_draws(app, data_
         assert (run / name).is_file(), name
     out = tmp_path / "eval"
     ckpt = run / record["test_checkpoint"]
-    proc = app(f"ckpt={ckpt}", f"data.root={data_root}", f"hydra.run.dir={out}", main="eval")
+    args = [f"ckpt={ckpt}", f"data.root={data_root}", "callbacks=none", "metrics.iw_samples=0"]
+    proc = app(*args, f"hydra.run.dir={out}", main="eval")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_metrics(out)["params"] == record["params"]
     refused = app(f"resume={run}", "model.width=1", "trainer.max_epochs=3")

@@ -29,15 +29,38 @@ def leaves(cfg, prefix=""):
             yield f"{prefix}{key}", value
 
 
+# Sizes that memory grows with: a value past any real use must be refused, not allocated.
+MEMORY_BOUND = {
+    "model.latent_dim",
+    "data.batch_size",
+    "data.eval_batch_size",
+    "metrics.iw_samples",
+    "callbacks.epoch_grid.n_images",
+    "callbacks.latent_manifold.size",
+    "callbacks.latent_traversal.max_dims",
+    "callbacks.latent_traversal.steps",
+    "callbacks.interpolation.steps",
+    "callbacks.projector.max_points",
+    "callbacks.latent_metrics.images",
+    "sample.n",
+}
+HUGE = 10**9
+# Settings that decide whether training happens: a value that trains nothing is refused.
+TRAINS_A_STEP = {"trainer.limit_train_batches": [0, 0.0], "trainer.max_epochs": [0]}
+
+
 def wrong_values(key, value):
-    """A word for a number or a flag, 2.5 for an integer, -1 (or -2) for a count."""
+    """A word for a number or a flag, 2.5 for an integer, -1 (or -2) for a count; 10⁹ for a size
+    memory grows with; 0 where it would train nothing."""
     if isinstance(value, bool):
         return ["abc"]
     if isinstance(value, int):
-        return ["abc", 2.5, -2 if key in MINUS_ONE_MEANS_ALL else -1]
-    if isinstance(value, float):
-        return ["abc", -1.0] if key != "trainer.limit_train_batches" else ["abc", 2.5, -1]
-    return []
+        wrong = ["abc", 2.5, -2 if key in MINUS_ONE_MEANS_ALL else -1]
+    elif isinstance(value, float):
+        wrong = ["abc", -1.0] if key != "trainer.limit_train_batches" else ["abc", 2.5, -1]
+    else:
+        return []
+    return wrong + [HUGE] * (key in MEMORY_BOUND) + TRAINS_A_STEP.get(key, [])
 
 
 BASE = {"train": compose(), "eval": compose("ckpt=x.ckpt", config_name="eval")}
@@ -66,6 +89,9 @@ def test_every_number_and_flag_leaf_is_walked():
         assert ("train", key) in keys, key
     assert ("eval", "sample.n") in keys and ("eval", "data.eval_batch_size") in keys
     assert len(CASES) > 100
+    walked = {c[1] for c in CASES if c[2] == HUGE}
+    assert walked == MEMORY_BOUND, MEMORY_BOUND - walked  # every bound is reached by the walk
+    assert {c[1] for c in CASES if c[2] in (0, 0.0)} >= set(TRAINS_A_STEP)
 
 
 @pytest.mark.parametrize(("app", "key", "bad"), CASES, ids=lambda v: str(v))
@@ -124,3 +150,56 @@ def test_the_app_stops_before_training_and_writes_only_its_config(tmp_path):
         ".hydra/hydra.yaml",
         ".hydra/overrides.yaml",
     ]
+
+
+# D6/D7: settings that would train nothing or exhaust memory, refused before any data is read:
+# the data root does not exist, so a later refusal would name the data instead.
+NOTHING_OR_TOO_MUCH = {
+    "no training batches": (["trainer.limit_train_batches=0"], "would train nothing"),
+    "no training steps": (["+trainer.max_steps=0"], "trainer.max_steps=0 would train nothing"),
+    "a fraction of no batch": (
+        ["trainer.limit_train_batches=0.0001"],
+        "trainer.limit_train_batches=0.0001 is 0.17 of mnist's 1,719 training batches",
+    ),
+    "a fraction of no batch of the study split": (
+        ["trainer.limit_train_batches=0.0002", "protocol=study", "data.batch_size=16"],
+        "of mnist's 3,750 training batches of 16: it would train nothing; use at least 0.00027",
+    ),
+    "no validation images": (["data.val_size=0"], "data.val_size=0 leaves nothing to validate"),
+    "latent 100000": (["model.latent_dim=100000"], "model.latent_dim=100000 must be an integer in"),
+    "batch 10**8": (["data.batch_size=100000000"], "data.batch_size=100000000 must be an integer"),
+    "a checkpoint name out of the run": (
+        ["callbacks.checkpoint.filename=../../escaped"],
+        "callbacks.checkpoint.filename='../../escaped' must be a file name inside the run",
+    ),
+    "a log folder out of the run": (["logger.name=.."], "logger.name='..' must be a folder name"),
+    "a log version out of the run": (["logger.version=/tmp/x"], "logger.version='/tmp/x' must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOTHING_OR_TOO_MUCH))
+def test_a_setting_that_trains_nothing_or_too_much_is_refused_before_data(case, app, tmp_path):
+    overrides, needle = NOTHING_OR_TOO_MUCH[case]
+    run = tmp_path / "run"
+    proc = app(*overrides, "data.root=/nonexistent", "data.download=false", f"hydra.run.dir={run}")
+    assert_one_line_error(proc, needle)
+    assert sorted(file_hashes(run)) == [
+        ".hydra/config.yaml",
+        ".hydra/hydra.yaml",
+        ".hydra/overrides.yaml",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fraction", "batch_size", "trains"),
+    [(0.00058, 32, False), (0.00059, 32, True), (0.001, 1, True), (1.0, 32, True), (4, 32, True)],
+)
+def test_a_fraction_of_the_training_batches_must_leave_one(fraction, batch_size, trains):
+    """Lightning trains int(batches × fraction) batches: 1,719 batches of 32 (MNIST, 5,000 held
+    out) × 0.00058 is 0.997, none."""
+    cfg = compose(f"trainer.limit_train_batches={fraction}", f"data.batch_size={batch_size}")
+    if trains:
+        validate(cfg)
+    else:
+        with pytest.raises(ConfigError, match="would train nothing; use at least 0.00059"):
+            validate(cfg)

@@ -276,3 +276,32 @@ def test_one_latent_size_is_drawn_against_the_tiers(sweep):
     import imageio.v3 as iio
 
     assert iio.imread(sweep / "metrics_vs_latent.png").shape[1] > 1000
+
+
+@pytest.mark.parametrize(
+    ("key", "raw"),
+    [
+        ("test_elbo", '"abc"'),
+        ("test_elbo", "NaN"),
+        ("knn_acc", "Infinity"),
+        ("iw_nll", "-Infinity"),
+        ("latent_dim", '"abc"'),
+        ("latent_dim", '{"a": 1}'),
+        ("lr", "NaN"),
+        ("seed", "[42]"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_in_metrics_json_makes_the_run_damaged(sweep, capsys, key, raw):
+    """E8: the report is written from the other runs; the damaged one is named, with its key."""
+    path = sweep / "b" / "metrics.json"
+    text = json.dumps({**json.loads(path.read_text()), key: "PLACEHOLDER"})
+    path.write_text(text.replace('"PLACEHOLDER"', raw))
+    main([str(sweep)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b (metrics.json: " in err[0] and f"{key}=" in err[0], err
+    with open(sweep / "summary.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f) if r["kind"] == "run"}
+    assert rows["b"]["status"] == "damaged" and rows["a"]["status"] == "complete"
+    text = (sweep / "report.md").read_text()
+    assert "`b`: **damaged**" in text and "MNIST (0.900)" in text  # the others still ranked
+    assert "Fashion-MNIST" not in text.split("## Runs")[0]  # the damaged run is in no ranking

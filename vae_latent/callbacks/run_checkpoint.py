@@ -47,6 +47,9 @@ class RunCheckpoint(ModelCheckpoint):
             save_top_k=save_top_k,
             save_last=save_last,
             auto_insert_metric_name=auto_insert_metric_name,
+            # One file per name: a resumed run overwrites its own last.ckpt (and the best of an
+            # epoch it trains again), never writes last-v1.ckpt beside a stale state's.
+            enable_version_counter=False,
         )
 
     @property
@@ -111,7 +114,7 @@ class RunCheckpoint(ModelCheckpoint):
             ours = (path.is_file() or path.is_symlink()) and _within(path.parent, self.dirpath)
             if ours and str(path) not in kept and path.name != last:
                 log.info("removing %s: a stale checkpoint of an interrupted run", path)
-                path.unlink()
+                path.unlink(missing_ok=True)  # DDP: every rank loads the state
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if not _within(Path(filepath), self.dirpath):  # never outside checkpoints/

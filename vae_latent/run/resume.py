@@ -109,17 +109,23 @@ def resumed_overrides(run_dir: Path, new: list[str]) -> list[str]:
     for text in saved:
         try:
             override = parser.parse_override(text)
-        except Exception as e:
-            raise ConfigError(f"{path}: {text!r} is not an override ({type(e).__name__})") from e
-        why = _not_plain(override, text)
+        except Exception as e:  # Hydra's parser (a flag, a typo): not a setting either
+            override, why = None, f"is not an override ({type(e).__name__})"
+        else:
+            why = _not_plain(override, text)
         if why:
             raise ConfigError(
                 f"{path}: {text!r} {why}; a run folder's files never name code to run or change "
                 "Hydra itself: if you mean it, type it on the command line after resume="
             )
-        if override.key_or_group not in replaced and override.key_or_group != "resume":
+        assert override is not None
+        if override.key_or_group not in replaced | {"resume", "data.download"}:
             kept.append(text)
-    return kept + _legacy_values(run_dir, kept + new) + new
+    # A file never makes the tool download (write) into a folder it names: the saved data.root
+    # is read only, unless this command allows the download itself.
+    given = {o.key_or_group for o in parsed_new}
+    reads_only = [] if "data.download" in given else ["data.download=false"]
+    return kept + _legacy_values(run_dir, kept + new) + reads_only + new
 
 
 def _not_plain(override: Any, text: str) -> str | None:
@@ -156,12 +162,14 @@ def _names_code(value: Any) -> bool:
 
 def _legacy_values(run_dir: Path, overrides: list[str]) -> list[str]:
     """Identity settings the run predates, at the value it was made with (``RunKey.legacy``)."""
-    saved = saved_settings(run_dir)
+    saved, source = saved_settings(run_dir), str(Path(run_dir, ".hydra", "config.yaml"))
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     return [
         f"{k.path}={k.legacy}"
         for k in identity_keys()
-        if k.legacy is not None and k.path not in given and saved_value(saved, k) is ABSENT
+        if k.legacy is not None
+        and k.path not in given
+        and saved_value(saved, k, source=source) is ABSENT
     ]
 
 
@@ -186,9 +194,11 @@ def saved_settings(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def saved_value(saved: dict[str, Any] | None, key: RunKey, depth: int = 0) -> Any:
-    """``key``'s value in a saved config; a ``${other.key}`` reference is followed, a resolver
-    call (``${name:...}``) is refused: reading a file never runs anything."""
+def saved_value(
+    saved: dict[str, Any] | None, key: RunKey, depth: int = 0, source: str = ".hydra/config.yaml"
+) -> Any:
+    """``key``'s value in a saved config (``source``); a ``${other.key}`` reference is followed,
+    a resolver call (``${name:...}``) is refused: reading a file never runs anything."""
     node: Any = saved
     for part in key.path.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -198,10 +208,10 @@ def saved_value(saved: dict[str, Any] | None, key: RunKey, depth: int = 0) -> An
         ref = re.fullmatch(r"\$\{([\w.]+)\}", node)
         if ref is None or depth > 5:
             raise ConfigError(
-                f".hydra/config.yaml: {key.path}={node!r} is not a plain value; a run's "
-                "identity must be written out (it is read, never resolved)"
+                f"{source}: {key.path}={node!r} is not a plain value; a run's identity must be "
+                "written out (it is read, never resolved)"
             )
-        return saved_value(saved, RunKey(key.name, ref.group(1)), depth + 1)
+        return saved_value(saved, RunKey(key.name, ref.group(1)), depth + 1, source)
     return node
 
 
@@ -214,8 +224,9 @@ def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             "that holds checkpoints/ and .hydra/ of an earlier run"
         )
     check_layout(run_dir)
+    source = str(Path(run_dir, ".hydra", "config.yaml"))
     for key in identity_keys():
-        before, after = saved_value(saved, key), from_config(cfg, key)
+        before, after = saved_value(saved, key, source=source), from_config(cfg, key)
         before = key.legacy if before is ABSENT else before
         if before != after:
             raise ConfigError(

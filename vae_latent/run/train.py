@@ -62,8 +62,7 @@ def _fit_and_score(
     run = build(cfg, out_dir)
     trainer = run.trainer
     if run_dir.existing and run_dir.writer:  # the resumed run starts now
-        resuming.mark_resumed(out_dir)
-        resuming.remove_stale_temp_files(out_dir)
+        resuming.mark_resumed(out_dir)  # stale temp files cleaned first
         run_dir.start(files)  # its config and log are updated
     if trainer.logger:  # hparams.yaml now; the metric comes with them at the end
         trainer.logger.log_hyperparams(run_hparams(cfg))

@@ -60,7 +60,13 @@ FOLDER_NAME = Rule(int | str | None, pattern=IN_RUN, says="a folder name inside 
 
 # Ranges of the parameters of the classes the configs build, by class and parameter name.
 RANGES: dict[str, dict[str, Rule]] = {
-    "vae_latent.model.LitVAE": {"latent_dim": count(1, MAX_LATENT_DIM), "lr": POSITIVE},
+    "vae_latent.model.LitVAE": {
+        "latent_dim": count(1, MAX_LATENT_DIM),
+        "lr": POSITIVE,
+        "width": count(1, 16),  # a channel multiplier: 16 is ~256x the study's convs
+        "depth": count(0, 8),
+        "beta": Rule(float, low=0),
+    },
     "vae_latent.data.VAEDataModule": {
         "batch_size": count(1, MAX_BATCH),
         "eval_batch_size": count(1, MAX_BATCH),
@@ -104,12 +110,17 @@ RANGES: dict[str, dict[str, Rule]] = {
     "vae_latent.callbacks.LatentScatter": {"every_n_epochs": EVERY},
     "vae_latent.callbacks.ClassInterpolation": {"steps": count(2, 100), "every_n_epochs": EVERY},
     "vae_latent.callbacks.TensorBoardProjector": {"max_points": count(1, 100_000)},
+    "vae_latent.callbacks.Explorer": {
+        "max_points": count(1, 100_000),
+        "grid": Rule(int | None, low=2, high=200),
+        "thumbnails": Rule(int | None, low=0, high=100_000),
+    },
     "vae_latent.callbacks.LatentMetricsLog": {
         "every_n_epochs": EVERY,
         "images": count(20, 100_000),
         "seed": SEED,
     },
-    "vae_latent.latent.metrics.TestSetMetrics": {
+    "vae_latent.callbacks.TestMetrics": {
         "iw_samples": count(0, 100_000),
         "iw_images": count(1),
         "knn_k": count(1),
@@ -205,9 +216,13 @@ def _check_target(node: dict[str, Any], prefix: str, app_filled: bool = False) -
 
 
 def _ranges(target: str) -> dict[str, Rule]:
-    """``RANGES`` of the class ``target`` names, under whichever import path it is named."""
+    """``RANGES`` of the class ``target`` names, under whichever import path it is named, and
+    of the classes it derives from (a subclass of TQDMProgressBar keeps its bounds)."""
     obj = _resolve(target)
-    return next((rules for name, rules in RANGES.items() if _resolve(name) is obj), {})
+    rules: dict[str, Rule] = {}
+    for cls in reversed(inspect.getmro(obj) if inspect.isclass(obj) else (obj,)):
+        rules |= next((r for name, r in RANGES.items() if _resolve(name) is cls), {})
+    return rules
 
 
 @functools.cache

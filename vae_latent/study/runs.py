@@ -36,6 +36,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "silhouette": ("silhouette", True),
     "best_val_elbo": ("best val ELBO (nats)", True),
     "epochs": ("epochs", True),
+    "params": ("parameters", False),
     "images_per_second": ("train images/s", True),
     "train_seconds": ("train seconds", False),
 }
@@ -51,14 +52,14 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             raise ValueError("not a mapping")
         row.update({key.name: _saved(saved, key) for key in RUN_KEYS})
         row["config"] = config_id(saved)
-        if bad := next((k for k in RUN_KEYS if not fits(k, row[k.name])), None):
+        if bad := next((k for k in RUN_KEYS if not _plain(k, row[k.name])), None):
             raise ValueError(f"{bad.path}={row[bad.name]!r} is not a {bad.kind.__name__}")
     except (OSError, ValueError, ConfigError, yaml.YAMLError) as e:
         return {**row, "status": "damaged", "error": f".hydra/config.yaml: {_short(e)}"}
     row["status"], row["error"] = run_status(run_dir)
     if row["status"] in ("complete", "failed"):
         metrics = read_json(run_dir / "metrics.json")
-        wrong = [k.name for k in RUN_KEYS if not fits(k, metrics.get(k.name))]
+        wrong = [k.name for k in RUN_KEYS if not _plain(k, metrics.get(k.name))]
         wrong += [k for k in METRICS if not _number_or_none(metrics.get(k))]
         if wrong:
             value = repr(metrics.get(wrong[0]))[:40]
@@ -76,6 +77,11 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def _saved(saved: dict[str, Any], key: Any) -> Any:
     value = saved_value(saved, key)
     return key.legacy if value is ABSENT or value is None else value
+
+
+def _plain(key: Any, value: Any) -> bool:
+    """A run key's value of its kind; a number finite (NaN or Infinity is no setting)."""
+    return fits(key, value) and not (isinstance(value, float) and not math.isfinite(value))
 
 
 def _number_or_none(value: Any) -> bool:
