@@ -5,14 +5,17 @@ The peer is any command that prints a JSON line with ``images_per_s`` (the seed'
 a dependency of this project). Each round runs the peer, then ``vae-latent`` twice on the same
 data with the pictures off and the IW estimate off, for ``--short`` and ``--long`` training
 steps; the steady state is ``(long - short) * batch / (wall(long) - wall(short))``, so start-up,
-data reading, testing and writing cancel. Rounds alternate, so the VM's drift hits both; the
-JSON line at the end has every round and the median ratio.
+data reading, testing and writing cancel. The long run also times its own steps ``short`` to
+``long`` (a ``StepTimer`` callback): the same steady state from one process, as the peer times
+itself, without two processes' differences. Rounds alternate, so the VM's drift hits both; the
+JSON line at the end has every round and the median ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -20,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import lightning as L
 
 
 def peer_rate(command: str) -> float:
@@ -32,7 +38,24 @@ def peer_rate(command: str) -> float:
                      f"(exit {proc.returncode}): {proc.stderr.strip()[-300:]}")  # fmt: skip
 
 
-def wall(steps: int, args: argparse.Namespace, tmp: Path) -> float:
+class StepTimer(L.Callback):
+    """Times training steps ``start`` to ``end`` in its own process; writes images/s to ``path``."""
+
+    def __init__(self, start: int, end: int, batch_size: int, path: str) -> None:
+        self.start, self.end, self.batch_size, self.path = start, end, batch_size, path
+        self._t: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.start:
+            self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.end and self._t is not None:
+            rate = (self.end - self.start) * self.batch_size / (time.perf_counter() - self._t)
+            Path(self.path).write_text(json.dumps({"images_per_s": rate}))
+
+
+def wall(steps: int, args: argparse.Namespace, tmp: Path, timer: Path | None = None) -> float:
     """Seconds of one whole ``vae-latent`` run of ``steps`` training steps."""
     run = tmp / f"run-{steps}-{time.monotonic_ns()}"
     command = [
@@ -41,8 +64,18 @@ def wall(steps: int, args: argparse.Namespace, tmp: Path) -> float:
         "callbacks=none", "callbacks.checkpoint.monitor=null", "metrics.iw_samples=0",
         "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", *args.override,
     ]  # fmt: skip
+    if timer is not None:  # the steps short..long timed inside this run
+        spec = f"_target_:benchmarks.peer.StepTimer,start:{args.short},end:{steps}"
+        spec += f",batch_size:{args.batch_size},path:'{timer}'"
+        command.append(f"+callbacks.step_timer={{{spec}}}")
     start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(
@@ -65,13 +98,18 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             peer = peer_rate(args.peer)
-            short, long = wall(args.short, args, Path(tmp)), wall(args.long, args, Path(tmp))
+            timer = Path(tmp, "timer.json")
+            short = wall(args.short, args, Path(tmp))
+            long = wall(args.long, args, Path(tmp), timer)
             ours = (args.long - args.short) * args.batch_size / (long - short)
+            in_run = json.loads(timer.read_text())["images_per_s"]
             rounds.append(
                 {
                     "peer_images_per_s": round(peer, 1),
                     "vae_latent_images_per_s": round(ours, 1),
                     "ratio_to_peer": round(ours / peer, 3),
+                    "in_run_images_per_s": round(in_run, 1),
+                    "in_run_ratio_to_peer": round(in_run / peer, 3),
                     "wall_short_s": round(short, 2),
                     "wall_long_s": round(long, 2),
                 }
@@ -79,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps(rounds[-1]), flush=True)
     result = {
         "median_ratio_to_peer": statistics.median(r["ratio_to_peer"] for r in rounds),
+        "median_in_run_ratio_to_peer": statistics.median(r["in_run_ratio_to_peer"] for r in rounds),
         "rounds": rounds,
         "steps": [args.short, args.long],
         "overrides": args.override,

@@ -9,7 +9,7 @@ import torch
 from vae_latent.callbacks import NonFiniteGuard
 from vae_latent.errors import NonFiniteLoss
 from vae_latent.model import ConvVAE, LitVAE
-from vae_latent.model.fused_step import StepRunner, fused_blocker, match_capturable
+from vae_latent.model.fused_step import StepRunner, fused_blocker, match_mode
 
 from ..conftest import TINY, assert_one_line_error, read_metrics, train_tiny
 
@@ -79,7 +79,8 @@ def test_one_step_matches_the_plain_eager_step(monkeypatch, step):
     model = LitVAE(latent_dim=2, step=step)
     model.load_state_dict(base.state_dict())
     trainer = _lightning_step(model, (x, y))
-    assert trainer.global_step == 1 and model.step_used == step
+    want = {"lightning": "lightning", "fused": "fused: NHWC layers, fused Adam"}[step]
+    assert trainer.global_step == 1 and model.step_used == want
     loss = trainer.callback_metrics["train/elbo_step"]
     torch.testing.assert_close(-loss, plain_loss.detach())
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
@@ -89,7 +90,7 @@ def test_one_step_matches_the_plain_eager_step(monkeypatch, step):
 def test_fused_and_lightning_steps_train_the_same_run(data_root, tmp_path):
     lightning = train_tiny(tmp_path / "a", data_root, "model.step=lightning")
     fused = train_tiny(tmp_path / "b", data_root, "model.step=fused")
-    assert (fused["step"], lightning["step"]) == ("fused", "lightning")
+    assert (fused["step"], lightning["step"]) == ("fused: NHWC layers, fused Adam", "lightning")
     for key in ("epochs", "global_steps", "train_images", "checkpoint_epoch", "test_checkpoint"):
         assert fused[key] == lightning[key], key
     assert fused["test_elbo"] == pytest.approx(lightning["test_elbo"], abs=1e-4)
@@ -165,7 +166,7 @@ def test_a_graph_runs_optimizer_state_loads_into_an_eager_run():
     with pytest.raises((AssertionError, RuntimeError)):  # what a resume did before
         plain.step()
     eager = torch.optim.Adam(model.parameters(), lr=1e-4)
-    match_capturable(eager, False)
+    match_mode(eager)
     eager.load_state_dict(state)
     assert not eager.param_groups[0]["capturable"] and state["param_groups"][0]["capturable"]
     before = [p.detach().clone() for p in model.parameters()]

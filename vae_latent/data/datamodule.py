@@ -100,20 +100,15 @@ class VAEDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
         bs = self.batch_size if split == "train" else self.eval_batch_size
-        device = self._device()
-        if device.type == "cuda":  # one GPU: the splits live there, batches are gathered there
-            if self.splits[split].images.device != device:
-                self.splits = {k: v.to(device) for k, v in self.splits.items()}
-            return DeviceBatches(self.splits[split], bs, shuffle, labels=split != "train")
-        # No workers: a batch is one tensor gather, cheaper than any inter-process hop.
-        return DataLoader(self.splits[split], batch_size=bs, shuffle=shuffle, collate_fn=as_batch)
-
-    def _device(self) -> torch.device:
-        """The single CUDA device training runs on, else the CPU (DDP keeps its samplers)."""
         trainer = self.trainer
-        if self.on_device and trainer is not None and trainer.world_size == 1:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
+        if trainer is not None and trainer.world_size > 1:  # DDP: Lightning's sampler shards
+            # No workers: a batch is one tensor gather, cheaper than any inter-process hop.
+            return DataLoader(self.splits[split], bs, shuffle=shuffle, collate_fn=as_batch)
+        device = trainer.strategy.root_device if trainer and self.on_device else None
+        if device is not None and self.splits[split].images.device != device:
+            self.splits = {k: v.to(device) for k, v in self.splits.items()}  # one GPU: there
+        # One process: the order drawn once per epoch, a batch a slice of it and one gather.
+        return DeviceBatches(self.splits[split], bs, shuffle, labels=split != "train")
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("train", shuffle=True)

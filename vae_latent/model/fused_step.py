@@ -156,11 +156,16 @@ def fused_blocker(trainer: Any) -> str | None:
 
 
 def step_mode(step: str, trainer: Any) -> tuple[bool, bool]:
-    """(fused, CUDA graph) for ``model.step`` here; ``fused`` where it cannot run is refused."""
+    """(fused, CUDA graph) for ``model.step`` here; ``fused`` where it cannot run is refused.
+
+    ``auto`` fuses wherever nothing is skipped: one CUDA device (as a graph) or the CPU (eager,
+    with the NHWC layers and fused Adam: docs/speed.md).
+    """
     blocker = fused_blocker(trainer)
     if step == "fused" and blocker:
         raise ConfigError(f"model.step=fused cannot run here: {blocker}; use model.step=auto")
-    fused = step == "fused" or (step == "auto" and blocker is None and graph_capable(trainer))
+    device = trainer.strategy.root_device.type
+    fused = step == "fused" or (step == "auto" and blocker is None and device in ("cpu", "cuda"))
     return fused, fused and graph_capable(trainer)
 
 
@@ -169,19 +174,74 @@ def graph_capable(trainer: Any) -> bool:
     return trainer.strategy.root_device.type == "cuda" and fused_blocker(trainer) is None
 
 
-def match_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
-    """Load any checkpoint's optimizer state in this run's mode, graph or eager.
+def match_mode(optimizer: torch.optim.Optimizer) -> None:
+    """Load any checkpoint's optimizer state in this run's mode: graph, fused or neither.
 
-    ``load_state_dict`` takes the saved groups' ``capturable`` flag: a graph run's state would
-    fail in an eager (CPU) run, and an eager run's state cannot be captured. Setting the flag
-    before loading also puts Adam's step count where the mode needs it.
+    ``load_state_dict`` takes the saved groups' ``capturable`` and ``fused`` flags: a graph
+    run's state would fail in an eager (CPU) run, an eager run's state cannot be captured, and a
+    run resumed from another mode's checkpoint would silently step another way. The flags of the
+    optimizer this run built win; setting them before loading also puts Adam's step count where
+    the mode needs it.
     """
+    mode = {k: optimizer.param_groups[0].get(k) for k in ("capturable", "fused")}
 
     def hook(_: torch.optim.Optimizer, state: dict) -> dict:
-        groups = [{**group, "capturable": capturable} for group in state["param_groups"]]
+        groups = [{**group, **mode} for group in state["param_groups"]]
         return {**state, "param_groups": groups}
 
     optimizer.register_load_state_dict_pre_hook(hook)
+
+
+class AdamUpdate:
+    """Adam's update for the fused step on the CPU: torch's fused Adam kernels through its
+    functional API (``torch.optim.adam.adam``) on the optimizer's own state, without
+    ``Optimizer.step``'s per-call Python work (measured: ~0.29 ms -> ~0.10 ms a step).
+
+    Same kernels, same state tensors, so checkpoints are unchanged; the first step (no state
+    yet), a reloaded state and a group it does not cover go through ``optimizer.step()``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Adam) -> None:
+        self.optimizer = optimizer
+        self._groups: list[tuple] | None = None
+        optimizer.register_load_state_dict_post_hook(lambda _: self._forget())
+
+    def _forget(self) -> None:
+        self._groups = None
+
+    def _collect(self) -> list[tuple] | None:
+        groups = []
+        for group in self.optimizer.param_groups:
+            states = [self.optimizer.state.get(p, {}) for p in group["params"]]
+            plain = not (group["amsgrad"] or group.get("capturable") or group["maximize"])
+            if not group.get("fused") or not plain or any("step" not in s for s in states):
+                return None
+            groups.append((group, group["params"], *_state_lists(states)))
+        return groups
+
+    def __call__(self) -> None:
+        from torch.optim.adam import adam
+
+        if self._groups is None:
+            self.optimizer.step()
+            self._groups = self._collect()
+            return
+        for group, params, exp_avgs, exp_avg_sqs, steps in self._groups:
+            grads = [p.grad for p in params]
+            beta1, beta2 = group["betas"]
+            adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=False,
+                 capturable=False, differentiable=False, fused=True, grad_scale=None,
+                 found_inf=None, has_complex=False, amsgrad=False, beta1=beta1, beta2=beta2,
+                 lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                 maximize=False)  # fmt: skip
+
+
+def _state_lists(states: list[dict]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    return (
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [s["step"] for s in states],
+    )
 
 
 class FusedStepHooks:

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from vae_latent.errors import ConfigError
 from vae_latent.model.elbo import KLEstimator, Likelihood
-from vae_latent.model.fused_step import FusedStepHooks, Step, match_capturable, step_mode
+from vae_latent.model.fused_step import AdamUpdate, FusedStepHooks, Step, match_mode, step_mode
+from vae_latent.model.nhwc import nhwc_elbo
 from vae_latent.model.vae import ConvVAE, Init
 
 log = logging.getLogger("vae_latent")
@@ -110,12 +111,15 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         the graph's own memory) rather than zeroing and adding to them. The optimizer is the
         one Lightning built (``configure_optimizers``).
         """
-        optimizer = self._optimizer
-        optimizer.zero_grad(set_to_none=True)
-        recon, kl_term, _, _ = self.vae.elbo(x)
+        for p in self._params:
+            p.grad = None
+        if x.device.type == "cpu":  # the same ELBO through NHWC layers (model/nhwc.py)
+            recon, kl_term = nhwc_elbo(self.vae, x)
+        else:
+            recon, kl_term, _, _ = self.vae.elbo(x)
         loss = self._loss(recon, kl_term)
         loss.backward()
-        optimizer.step()
+        self._update()
         self._add_sums(recon, kl_term)
         return loss.detach()
 
@@ -174,16 +178,22 @@ class LitVAE(FusedStepHooks, L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused, graph = step_mode(self.hparams.step, self.trainer)
+        cuda = self.device.type == "cuda"
         # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph
-        # (only where Adam supports it: CUDA).
-        capturable = graph and self.device.type == "cuda"
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, capturable=capturable)
-        match_capturable(optimizer, capturable)  # a graph run's checkpoint resumed eagerly, or back
-        self._optimizer = optimizer
+        # (only where Adam supports it: CUDA). The fused step on the CPU uses fused Adam.
+        capturable, fused_adam = graph and cuda, fused and not cuda
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, capturable=capturable, fused=fused_adam or None
+        )
+        match_mode(optimizer)  # a checkpoint of another mode resumes in this one
+        self._optimizer, self._params = optimizer, list(self.parameters())
+        self._update = AdamUpdate(optimizer) if fused_adam else optimizer.step
         self.use_fused_step(self.fused_step if fused else None, graph, self.step_state)
-        self._step_used = "fused" if fused else "lightning"
-        if graph:
+        self._step_used = "lightning"
+        if fused:
             self._step_used = "fused (CUDA graph not captured yet: fewer than 4 batches)"
+        if fused and not graph:
+            self._step_used = "fused: NHWC layers, fused Adam" if not cuda else "fused"
         return optimizer
 
     # --- evaluation --------------------------------------------------------------------------

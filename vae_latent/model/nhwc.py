@@ -1,0 +1,166 @@
+"""The ELBO of a ``ConvVAE`` through NHWC layers: the same numbers, fewer passes on the CPU.
+
+``ConvVAE.elbo`` is the readable reference. The fused training step on the CPU runs this
+instead, with the model's own parameters (same state_dict): activations stay plain contiguous
+(B, H, W, C) tensors, each conv's ReLU is applied in place inside the conv's autograd Function
+(no separate pass, and its backward on contiguous NHWC tensors), and the transposed conv to one
+output channel (the logits) runs forward as one GEMM and a col2im, which oneDNN's
+deconvolution does ~4x slower for a single channel. Gradients equal the reference's to float
+summation order (tests/model/test_nhwc.py); measured speed: docs/speed.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vae_latent.model.elbo import elbo_terms
+from vae_latent.model.vae import LOGVAR_RANGE
+
+_threshold_backward = torch.ops.aten.threshold_backward
+_convolution_backward = torch.ops.aten.convolution_backward
+
+
+class ConvReLU(torch.autograd.Function):
+    """relu?(conv2d or conv_transpose2d) on NHWC tensors through aten (oneDNN on the CPU)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, w: Tensor, b: Tensor, layer: tuple, relu: bool, gemm: bool
+    ) -> Tensor:
+        transposed, s, p, op = layer
+        if gemm:  # the one-channel transposed conv: GEMM + col2im (see the module's doc)
+            y = _conv_transpose_gemm(x, w, b, s, p, op)
+        else:
+            xc = x.permute(0, 3, 1, 2)  # a channels-last NCHW view: no copy
+            conv = (
+                F.conv_transpose2d(xc, w, b, s, p, op) if transposed else F.conv2d(xc, w, b, s, p)
+            )
+            y = conv.permute(0, 2, 3, 1)
+            y = y if y.is_contiguous() else y.contiguous()
+        if relu:
+            y.relu_()
+        ctx.save_for_backward(x, w, y)
+        ctx.layer, ctx.relu = layer, relu
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, w, y = ctx.saved_tensors
+        transposed, s, p, op = ctx.layer
+        if ctx.relu:
+            grad = _threshold_backward(grad, y, 0)
+        if transposed and s > 1:  # as TensorFlow runs it: two convolutions (docs/speed.md)
+            return (*_transposed_backward(ctx, x, w, grad), None, None, None)
+        gx, gw, gb = _convolution_backward(
+            grad.permute(0, 3, 1, 2),
+            x.permute(0, 3, 1, 2),
+            w,
+            [w.shape[1] if transposed else w.shape[0]],
+            [s, s],
+            [p, p],
+            [1, 1],
+            transposed,
+            [op, op],
+            1,
+            [ctx.needs_input_grad[0], True, True],
+        )
+        gx = None if gx is None else gx.permute(0, 2, 3, 1)
+        return gx, gw, gb, None, None, None
+
+
+def _transposed_backward(ctx: Any, x: Tensor, w: Tensor, grad: Tensor) -> tuple:
+    """A strided transposed conv's gradients as ordinary convolutions: the input's gradient is
+    the conv of the output's gradient with the same weights, the weights' gradient that conv's
+    weight gradient with input and output swapped. oneDNN runs these faster than its
+    deconvolution backward (measured here: 2.35 vs 2.70 ms for the 64->32 layer)."""
+    _, s, p, _ = ctx.layer
+    g = grad.permute(0, 3, 1, 2)  # channels-last NCHW views: no copies
+    xc = x.permute(0, 3, 1, 2)
+    gx = F.conv2d(g, w, None, s, p).permute(0, 2, 3, 1) if ctx.needs_input_grad[0] else None
+    _, gw, _ = _convolution_backward(
+        xc, g, w, [w.shape[0]], [s, s], [p, p], [1, 1], False, [0, 0], 1, [False, True, False]
+    )
+    return gx, gw, grad.sum((0, 1, 2))
+
+
+def _conv_transpose_gemm(x: Tensor, w: Tensor, b: Tensor, s: int, p: int, op: int) -> Tensor:
+    """conv_transpose2d on NHWC ``x`` as one GEMM over the input pixels and a col2im."""
+    n, h, wi, ci = x.shape
+    _, co, kh, kw = w.shape
+    ho, wo = (h - 1) * s - 2 * p + kh + op, (wi - 1) * s - 2 * p + kw + op
+    full_h, full_w = max((h - 1) * s + kh, p + ho), max((wi - 1) * s + kw, p + wo)
+    k = kh * kw * co
+    cols_w = max(k, 16)  # MKL is slow for very narrow products: pad the GEMM to 16 columns
+    wt = w.new_zeros(cols_w, ci)
+    wt[:k] = w.permute(0, 2, 3, 1).reshape(ci, k).t()
+    cols = torch.mm(x.reshape(n * h * wi, ci), wt.t())[:, :k].view(n, h, wi, kh, kw, co)
+    canvas = x.new_zeros(n, full_h, full_w, co)
+    for u in range(kh):  # each kernel tap adds its columns at a strided offset
+        rows = canvas[:, u : u + s * (h - 1) + 1 : s]
+        for v in range(kw):
+            rows[:, :, v : v + s * (wi - 1) + 1 : s].add_(cols[:, :, :, u, v])
+    return canvas[:, p : p + ho, p : p + wo, :] + b
+
+
+def _conv(h: Tensor, layer: nn.Module, relu: bool) -> Tensor:
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    op = layer.output_padding[0] if transposed else 0
+    geometry = (transposed, layer.stride[0], layer.padding[0], op)
+    gemm = transposed and layer.out_channels == 1
+    return ConvReLU.apply(h, layer.weight, layer.bias, geometry, relu, gemm)
+
+
+def _run(layers: list[nn.Module], h: Tensor) -> Tensor:
+    """``layers`` (a ConvVAE's Sequential) on NHWC ``h``. Flatten and Unflatten keep the NHWC
+    order: the neighbouring dense layer's weights are permuted instead (nn.Flatten of an NCHW
+    tensor orders its features C, H, W), and autograd takes the permutation back."""
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            h, i = _conv(h, layer, relu), i + (2 if relu else 1)
+        elif isinstance(layer, nn.Flatten):  # Flatten, Linear
+            dense, (n, hh, ww, c) = layers[i + 1], h.shape
+            weight = (
+                dense.weight.view(-1, c, hh, ww).permute(0, 2, 3, 1).reshape(len(dense.weight), -1)
+            )
+            h, i = F.linear(h.reshape(n, -1), weight, dense.bias), i + 2
+        elif isinstance(layer, nn.Linear):  # Linear, ReLU, Unflatten to (C, H, W)
+            unflatten = layers[i + 2 if relu else i + 1]
+            c, hh, ww = unflatten.unflattened_size
+            weight = layer.weight.view(c, hh, ww, -1).permute(1, 2, 0, 3).reshape(c * hh * ww, -1)
+            bias = layer.bias.view(c, hh, ww).permute(1, 2, 0).reshape(-1)
+            h = F.linear(h, weight, bias)
+            h = (h.relu_() if relu else h).view(len(h), hh, ww, c)
+            i += 3 if relu else 2
+        else:
+            raise ValueError(f"no NHWC form of {type(layer).__name__}")
+    return h
+
+
+def study_terms(x: Tensor, logits: Tensor, z: Tensor, mean: Tensor, logvar: Tensor) -> tuple:
+    """``elbo_terms`` for the study's recipe (Bernoulli, single-sample KL) in a few fused ops:
+    BCE with logits summed per image, and log q(z|x) - log p(z) with log 2π cancelled."""
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+    kl = 0.5 * (z.square() - (z - mean).square() * torch.exp(-logvar) - logvar).sum(1)
+    return recon, kl
+
+
+def nhwc_elbo(vae: Any, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``vae.elbo(x)``'s per-image (recon, KL term) through the NHWC layers (noise ``eps``)."""
+    n = len(x)
+    x_nhwc = x.permute(0, 2, 3, 1)
+    x_nhwc = x_nhwc if x_nhwc.is_contiguous() else x_nhwc.contiguous()
+    mean, logvar = _run(list(vae.encoder), x_nhwc).chunk(2, dim=1)
+    logvar = logvar.clamp(*LOGVAR_RANGE)
+    z = vae.reparameterize(mean, logvar, eps)
+    logits = _run(list(vae.decoder), z)
+    pixels, logits = x_nhwc.reshape(n, -1), logits.reshape(n, -1)
+    if (vae.kl, vae.likelihood) == ("mc", "bernoulli"):
+        return study_terms(pixels, logits, z, mean, logvar)
+    return elbo_terms(pixels, logits, z, mean, logvar, vae.kl, vae.likelihood)
