@@ -3,7 +3,8 @@
 The peer is any command that prints a JSON line with ``images_per_s`` (the seed's own Keras model:
 ``--peer "/path/to/python ../shared/peers/tf_cvae.py DATA --time-steps 800"``; TensorFlow is never
 a dependency of this project). Each round runs the peer, then ``vae-latent`` twice on the same
-data with the pictures off and the IW estimate off, for ``--short`` and ``--long`` training
+data with the pictures off (``callbacks=none``: checkpoints and progress bar stay) and the IW
+estimate off, for ``--short`` and ``--long`` training
 steps; the steady state is ``(long - short) * batch / (wall(long) - wall(short))``, so start-up,
 data reading, testing and writing cancel. The long run also times its own steps ``short`` to
 ``long`` (a ``StepTimer`` callback): the same steady state from one process, as the peer times
@@ -62,7 +63,7 @@ def wall(steps: int, args: argparse.Namespace, tmp: Path, timer: Path | None = N
         sys.executable, "-m", "vae_latent", f"data.root={args.data_root}", "data.download=false",
         f"+trainer.max_steps={steps}", "trainer.max_epochs=1000", "trainer.limit_val_batches=0",
         "callbacks=none", "callbacks.checkpoint.monitor=null", "metrics.iw_samples=0",
-        "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", *args.override,
+        f"hydra.run.dir={run}", *args.override,
     ]  # fmt: skip
     if timer is not None:  # the steps short..long timed inside this run
         spec = f"_target_:benchmarks.peer.StepTimer,start:{args.short},end:{steps}"

@@ -477,3 +477,8 @@ def test_the_guard_stops_a_diverging_graph_run(data_root, tmp_path, app):
     )
     assert_one_line_error(proc, "non-finite loss", code=1)
     assert read_metrics(run)["status"] == "failed"
+
+
+def test_a_default_cpu_run_records_the_fast_step_it_ran(trained):
+    """model.step=auto on the CPU: the fused step through the NHWC layers; metrics.json says so."""
+    assert read_metrics(trained)["step"] == "fused: NHWC layers, fused Adam"
