@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import vae_latent
+from vae_latent.run.checkpoints import load_module
 
 from ..conftest import read_metrics
 
@@ -22,6 +23,7 @@ def test_a_checkpoint_written_before_the_redesign_loads():
     torch.testing.assert_close(model.encoder[0].weight, saved["encoder.0.weight"])
     torch.testing.assert_close(model.decoder[-1].bias, saved["decoder.7.bias"])
     assert model.sample(3).shape == (3, 1, 28, 28) and not model.training
+    assert load_module(OLD).hparams["init"] == "torch"  # how it was trained, not today's default
 
 
 def test_a_checkpoint_written_before_the_redesign_evaluates(app, data_root, tmp_path):
@@ -33,6 +35,8 @@ def test_a_checkpoint_written_before_the_redesign_evaluates(app, data_root, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = read_metrics(out)
     assert (record["dataset"], record["latent_dim"], record["checkpoint_epoch"]) == ("mnist", 2, 1)
+    # Settings added later are those the checkpoint was trained with, whatever today's defaults.
+    assert [record[k] for k in ("init", "width", "depth", "beta")] == ["torch", 1, 0, 1.0]
     # The same weights on the same 80 test images; only the Monte Carlo draws differ.
     assert record["test_elbo"] == pytest.approx(-557.08, abs=1.0)
     assert (out / "latent_manifold.png").is_file()

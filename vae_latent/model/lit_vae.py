@@ -34,7 +34,7 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         kl: KLEstimator = "mc",
         likelihood: Likelihood = "bernoulli",
         step: Step = "auto",
-        init: Init = "torch",
+        init: Init = "keras",
         width: int = 1,
         depth: int = 0,
         beta: float = 1.0,

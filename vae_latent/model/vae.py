@@ -82,7 +82,8 @@ class ConvVAE(nn.Module):
     """q(z|x) = N(mean, diag(exp(logvar))) from the encoder; p(x|z) from the decoder's logits.
 
     ``width`` multiplies every conv's channels and ``depth`` adds stride-1 blocks per stage;
-    the defaults (1, 0) are the study's model exactly.
+    the defaults (1, 0) are the study's model exactly. ``init``: ``keras`` starts where the
+    seed's Keras model does (``keras_init``), ``torch`` from PyTorch's layer defaults.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class ConvVAE(nn.Module):
         latent_dim: int = 2,
         likelihood: Likelihood = "bernoulli",
         kl: KLEstimator = "mc",
-        init: Init = "torch",
+        init: Init = "keras",
         width: int = 1,
         depth: int = 0,
     ) -> None:

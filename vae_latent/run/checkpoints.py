@@ -171,9 +171,17 @@ def _check_weights(path: Any, ckpt: dict[str, Any]) -> list[tuple[int, ...]]:
 def load_module(path: str | Path) -> Any:
     """The LitVAE of a checked checkpoint, on the CPU, in eval mode."""
     from vae_latent.model import LitVAE
+    from vae_latent.run.keys import RUN_KEYS
 
-    read_checkpoint(path)
-    return LitVAE.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+    hparams = read_checkpoint(path)["hyper_parameters"]
+    # A checkpoint written before a model setting existed was trained with its legacy value,
+    # which need not be today's default (model.init).
+    legacy = {
+        k.leaf: k.legacy
+        for k in RUN_KEYS
+        if k.section == "model" and k.legacy is not None and k.leaf not in hparams
+    }
+    return LitVAE.load_from_checkpoint(path, map_location="cpu", weights_only=True, **legacy).eval()
 
 
 def load(path: str | Path) -> Any:
