@@ -6,7 +6,7 @@ import torch
 
 from vae_latent import load
 from vae_latent.data import VAEDataModule
-from vae_latent.latent import explorer
+from vae_latent.latent import explorer, explorer_page
 from vae_latent.latent.codes import encode_split
 from vae_latent.latent.drawing import quantize
 
@@ -29,7 +29,7 @@ def _tiles(vae, plane, grid):
 
 def check_page(run, data_root, latent_dim):
     vae = load(run / read_metrics(run)["test_checkpoint"])
-    data = explorer.read_run(run / "explorer.html")
+    data = explorer_page.read_run(run / "explorer.html")
     codes, test = _codes_and_split(vae, data_root)
     assert data["latent_dim"] == latent_dim and data["image"]["height"] == 28
     # The points: the test split's posterior means and labels under the tested weights.
@@ -94,7 +94,7 @@ def test_the_sweep_page_has_one_entry_per_complete_run(trained, data_root, tmp_p
         "[explorer.html](explorer.html): the latent spaces of 2 runs"
         in (sweep / "report.md").read_text()
     )
-    data = explorer.DATA_ELEMENT.search(page).group(1)
+    data = explorer_page.DATA_ELEMENT.search(page).group(1)
     assert data.count('"tier":"mnist"') == 1 and data.count('"tier":"fashion_mnist"') == 1
 
 

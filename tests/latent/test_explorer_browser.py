@@ -17,7 +17,7 @@ from PIL import Image
 
 from vae_latent import load
 from vae_latent.data import VAEDataModule
-from vae_latent.latent import explorer
+from vae_latent.latent import explorer, explorer_page
 from vae_latent.latent.codes import encode_split
 from vae_latent.latent.drawing import quantize
 
@@ -99,7 +99,7 @@ def nearest(axis, value):
 
 def check_run_page(open_page, run, data_root):
     vae = load(run / read_metrics(run)["test_checkpoint"])
-    data = explorer.read_run(run / "explorer.html")
+    data = explorer_page.read_run(run / "explorer.html")
     page = open_page(run / "explorer.html")
     assert page.evaluate("explorer.pointCount()") == data["points"]["count"] == 80
     scale = data["tile_scale"]
@@ -157,7 +157,7 @@ def test_the_sweep_page_shows_one_tile_per_selected_run(open_page, trained, data
     page = open_page(sweep / "explorer.html")
     runs = {
         r["tier"]: r
-        for r in (explorer.read_run(sweep / n / "explorer.html") for n in ("mnist", "fashion"))
+        for r in (explorer_page.read_run(sweep / n / "explorer.html") for n in ("mnist", "fashion"))
     }
     tiles = page.evaluate(
         "explorer.setCursor(0.5, -1.0)"

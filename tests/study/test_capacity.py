@@ -63,3 +63,8 @@ def test_paper_capacity_runs_the_present_tiers_and_answers_in_the_report(app, da
     verdicts = ("**shrinks**", "**grows**", "**stays**", "**reverses**")
     assert all(any(v in line for v in verdicts) for line in lines[:-1]), section
     assert (sweep / "capacity.png").is_file() and "![latent metrics against model size]" in report
+    # The tables name each row's model: width varies here (depth and the rest do not).
+    for table in ("## Mean ± std over seeds", "## Runs"):
+        header = report.split(table)[1].split("\n| ")[1]
+        assert header.startswith("tier | latent_dim | width | "), header
+        assert "depth" not in header.split(" | likelihood")[0]

@@ -12,7 +12,8 @@ from vae_latent.callbacks.test_codes import last_test_codes
 from vae_latent.callbacks.test_metrics import last_test_metrics
 from vae_latent.data.datasets import tier
 from vae_latent.files import save_atomic
-from vae_latent.latent.explorer import run_data, run_page
+from vae_latent.latent.explorer import run_data
+from vae_latent.latent.explorer_page import run_page
 
 log = logging.getLogger("vae_latent")
 SHOWN = ("test_elbo", "active_units", "linear_probe_acc", "knn_acc", "silhouette")

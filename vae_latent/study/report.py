@@ -8,7 +8,7 @@ from typing import Any
 
 from vae_latent.data.datasets import TIER_NAMES
 from vae_latent.files import save_atomic
-from vae_latent.run.keys import names
+from vae_latent.run.keys import names, recipe_names
 from vae_latent.study.runs import METRICS, collect
 from vae_latent.study.stats import (
     INTERPRETABILITY,
@@ -72,7 +72,7 @@ def write_report(
 def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
     """explorer.html of the sweep: every complete run's page data, one linked cursor; a line
     for report.md (None when no run wrote a page)."""
-    from vae_latent.latent.explorer import read_run, sweep_page
+    from vae_latent.latent.explorer_page import read_run, sweep_page
 
     pages, unread = [], []
     for r in sorted((r for r in rows if r["status"] == "complete"), key=run_order):
@@ -280,13 +280,25 @@ def _table(cols: list[str], cells: list[list[str]]) -> list[str]:
     ]
 
 
-def runs_table(rows: list[dict[str, Any]], lr: bool) -> list[str]:
+def varying_recipe(rows: list[dict[str, Any]]) -> list[str]:
+    """The recipe keys (lr, width, depth, ...) whose value differs between the runs: the tables
+    show them, or rows of different models would read as the same configuration."""
+    shown = {"likelihood"}  # always a column
+    values = {k: {str(r[k]) for r in rows if r.get(k) is not None} for k in recipe_names()}
+    return [k for k in recipe_names() if k not in shown and len(values[k]) > 1]
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    return f"{value:.3g}" if column == "lr" and value else fmt(value)
+
+
+def runs_table(rows: list[dict[str, Any]], recipe: list[str]) -> list[str]:
     """One markdown row per run."""
-    cols = ["tier", "latent_dim", *(["lr"] if lr else []), "seed", "likelihood", "status"]
-    cols += MARKDOWN_COLUMNS
+    cols = ["tier", "latent_dim", *recipe, "seed", "likelihood", "status", *MARKDOWN_COLUMNS]
     table = []
     for r in sorted(rows, key=run_order):
-        cells = [f"{r['lr']:.3g}" if c == "lr" and r["lr"] else fmt(r.get(c)) for c in cols]
+        cells = [_cell(r, c) for c in cols]
         if not r["nll_comparable"] and r.get("test_elbo") is not None:
             for c in NLL & set(cols):
                 cells[cols.index(c)] += " †"
@@ -294,9 +306,9 @@ def runs_table(rows: list[dict[str, Any]], lr: bool) -> list[str]:
     return _table(cols, table)
 
 
-def seeds_table(groups: list[dict[str, Any]], lr: bool) -> list[str]:
+def seeds_table(groups: list[dict[str, Any]], recipe: list[str]) -> list[str]:
     """One markdown row per configuration: mean ± sample std over its n seeds."""
-    cols = ["tier", "latent_dim", *(["lr"] if lr else []), "likelihood", "n", *MARKDOWN_COLUMNS]
+    cols = ["tier", "latent_dim", *recipe, "likelihood", "n", *MARKDOWN_COLUMNS]
     table = []
     for g in groups:
         cells = []
@@ -306,7 +318,7 @@ def seeds_table(groups: list[dict[str, Any]], lr: bool) -> list[str]:
                 text = fmt(g[c]) if std is None else f"{fmt(g[c])} ± {fmt(std)}"
                 cells.append(text + (" †" if c in NLL and not g["nll_comparable"] else ""))
             else:
-                cells.append(f"{g['lr']:.3g}" if c == "lr" else fmt(g[c]))
+                cells.append(_cell(g, c))
         table.append(cells)
     return _table(cols, table)
 
@@ -321,13 +333,13 @@ def markdown(
     """report.md: counts, conclusion, tables, failures, rankings and the figures."""
     statuses = ("complete", "failed", "incomplete", "damaged")
     counts = {s: sum(r["status"] == s for r in rows) for s in statuses}
-    lr = len({r["lr"] for r in rows}) > 1  # e.g. an Optuna search: the learning rate varies
+    recipe = varying_recipe(rows)  # e.g. lr in an Optuna search, width and depth for capacity
     repeated = [
         "## Mean ± std over seeds",
         "",
         "Runs that differ only in `seed`; ± is the sample standard deviation over n seeds.",
         "",
-        *seeds_table(groups, lr),
+        *seeds_table(groups, recipe),
         "",
     ]
     problems = [
@@ -350,7 +362,7 @@ def markdown(
         *(repeated if any(g["n"] > 1 for g in groups) else []),
         "## Runs",
         "",
-        *runs_table(rows, lr),
+        *runs_table(rows, recipe),
         "",
     ]
     if any(not r["nll_comparable"] for r in rows if r["status"] == "complete"):
