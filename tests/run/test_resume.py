@@ -297,3 +297,31 @@ def test_a_resumed_sweep_reruns_only_the_missing_job_and_averages_seeds(data_roo
         line for line in table.splitlines() if line.startswith(("| mnist ", "| fashion_mnist "))
     ]
     assert len(rows_md) == 2 and all(" | 2 | " in r and " ± " in r for r in rows_md)
+
+
+def test_a_run_made_when_another_init_was_the_default_resumes_with_its_own(
+    data_root, tmp_path, app
+):
+    """model.init was torch by default before 2026-11-30: such a run's config.yaml says torch
+    while its command line never named it. Resume takes the run's value, not today's default."""
+    run = tmp_path / "made-with-torch"
+    args = [f"data.root={data_root}", *TINY, "trainer.max_epochs=1", "callbacks=none"]
+    proc = app(*args, "model.init=torch", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+    OmegaConf.save(
+        [o for o in overrides if o != "model.init=torch"], run / ".hydra" / "overrides.yaml"
+    )
+    (run / "metrics.json").unlink()  # killed after its first epoch, as if
+    proc = app(f"resume={run}", "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = read_metrics(run)
+    assert (record["init"], record["epochs"]) == ("torch", 2)
+    # Typing another init is still refused: the checkpoint cannot continue as another model.
+    assert_one_line_error(app(f"resume={run}", "model.init=keras"), "model.init=keras")
+    # resume=true is this command line again: today's default differs, and the line says how to
+    # continue the run.
+    again = [*args, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=3"]
+    assert_one_line_error(app(*again), "add model.init=torch to continue it")
+    assert app(*again, "model.init=torch").returncode == 0
+    assert read_metrics(run)["epochs"] == 3

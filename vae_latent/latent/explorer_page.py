@@ -150,8 +150,8 @@ def sweep_page(
     title: str = "Latent-space explorer — sweep",
     tiers: Sequence[tuple[str, str]] = TIERS,
 ) -> str:
-    """The sweep page from several runs' page data (``run_data`` dicts, e.g. read back from
-    each run's ``explorer.json``); runs are grouped by tier in ``tiers`` order."""
+    """The sweep page from several runs' page data (``run_data`` dicts, e.g. each run's page
+    read back with ``read_run``); runs are grouped by tier in ``tiers`` order."""
     order = {key: i for i, (key, _) in enumerate(tiers)}
     entries = [sweep_entry(r, i) for i, r in enumerate(runs)]
     entries.sort(key=lambda e: (order.get(e["tier"], len(order)), e["latent_dim"], e["id"]))

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from vae_latent.errors import ConfigError
 from vae_latent.files import read_json, write_json
 from vae_latent.run.config import conf_dir
-from vae_latent.run.keys import RunKey, from_config, identity_keys
+from vae_latent.run.keys import RunKey, fits, from_config, identity_keys
 from vae_latent.run.record import run_status
 
 # Hydra's command-line flags that take a value as the next argument.
@@ -161,16 +161,23 @@ def _names_code(value: Any) -> bool:
 
 
 def _legacy_values(run_dir: Path, overrides: list[str]) -> list[str]:
-    """Identity settings the run predates, at the value it was made with (``RunKey.legacy``)."""
+    """Identity settings whose default changed or that the run predates, at the value the run
+    was made with: its saved model setting (``model.init`` was ``torch`` by default before
+    2026-11-30), else ``RunKey.legacy``. Only when neither command line names them."""
     saved, source = saved_settings(run_dir), str(Path(run_dir, ".hydra", "config.yaml"))
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return [
-        f"{k.path}={k.legacy}"
-        for k in identity_keys()
-        if k.legacy is not None
-        and k.path not in given
-        and saved_value(saved, k, source=source) is ABSENT
-    ]
+    values = []
+    for k in identity_keys():
+        if k.legacy is None or k.path in given:
+            continue
+        value = saved_value(saved, k, source=source)
+        if value is ABSENT:
+            values.append(f"{k.path}={k.legacy}")
+        elif k.section == "model" and fits(k, value) and value is not None:
+            # A model setting is set only by its own key (no group sets it): the saved value is
+            # the run's, whatever today's default. Validated with the rest of the config.
+            values.append(f"{k.path}={quote(value) if isinstance(value, str) else value}")
+    return values
 
 
 def _read_yaml(path: Path) -> Any:
@@ -229,10 +236,16 @@ def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         before, after = saved_value(saved, key, source=source), from_config(cfg, key)
         before = key.legacy if before is ABSENT else before
         if before != after:
+            # A model setting whose default changed (model.init): the run's own value continues it.
+            fix = (
+                f"add {key.path}={before} to continue it, or start a new run"
+                if key.section == "model" and key.legacy is not None
+                else "start a new run"
+            )
             raise ConfigError(
                 f"resume: {key.path}={after} but the run was made with {key.path}={before}: its "
-                "checkpoint cannot continue with another architecture, data or recipe; start a "
-                "new run in another hydra.run.dir instead"
+                f"checkpoint cannot continue with another architecture, data or recipe; {fix} "
+                "in another hydra.run.dir instead"
             )
     status, _ = run_status(run_dir)
     if status == "complete":
