@@ -189,11 +189,12 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         self._optimizer, self._params = optimizer, list(self.parameters())
         self._update = AdamUpdate(optimizer) if fused_adam else optimizer.step
         self.use_fused_step(self.fused_step if fused else None, graph, self.step_state)
-        self._step_used = "lightning"
-        if fused:
+        if not fused:
+            self._step_used = "lightning"
+        elif graph:
             self._step_used = "fused (CUDA graph not captured yet: fewer than 4 batches)"
-        if fused and not graph:
-            self._step_used = "fused: NHWC layers, fused Adam" if not cuda else "fused"
+        else:
+            self._step_used = "fused" if cuda else "fused: NHWC layers, fused Adam"
         return optimizer
 
     # --- evaluation --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ instead, with the model's own parameters (same state_dict): activations stay pla
 (no separate pass, and its backward on contiguous NHWC tensors), and the transposed conv to one
 output channel (the logits) runs forward as one GEMM and a col2im, which oneDNN's
 deconvolution does ~4x slower for a single channel. Gradients equal the reference's to float
-summation order (tests/model/test_nhwc.py); measured speed: docs/speed.md.
+summation order (tests/model/test_fused_step.py); measured speed: docs/speed.md.
 """
 
 from __future__ import annotations

@@ -58,12 +58,7 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
             _against_latent(ax, by_key)
         else:
             _against_tier(ax, by_key, tiers)
-        ax.set_ylabel(METRICS[metric][0])
-        ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
-        ax.grid(alpha=0.3)
-        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
-            ax.set_ylim(0, max(sizes) + 0.5)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        _label(ax, metric, max(sizes))
     spread = "; mean ± std over seeds" if seeds else ""
     if len(sizes) > 1:
         handles, labels = axes[0].get_legend_handles_labels()
@@ -91,10 +86,20 @@ def _panels(n: int, cols: int = 3) -> tuple[Any, list[Any]]:
     return fig, axes[:n]
 
 
-def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None) -> None:
+def _label(ax: Any, metric: str, max_latent: int) -> None:
+    """A metric's panel: its name as title and axis label, a grid, whole units from 0."""
+    ax.set_ylabel(METRICS[metric][0])
+    ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
+    ax.grid(alpha=0.3)
+    if metric == "active_units":  # a count out of the latent size: whole numbers from 0
+        ax.set_ylim(0, max_latent + 0.5)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None, **style: Any) -> None:
     """Means with ± one sample std over seeds as error bars (none for a single seed)."""
     means, stds = [s.mean for s in stats], [s.std or 0.0 for s in stats]
-    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, **style)
 
 
 def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
@@ -138,22 +143,16 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
         for k, ((recipe, z), by_tier) in enumerate(by_key.items()):
             for t in [t for t in TIER_ORDER if t in by_tier]:
                 params, stats = zip(*by_tier[t], strict=True)
-                means, stds = [s.mean for s in stats], [s.std or 0.0 for s in stats]
                 name = TIER_NAMES[t] + (f", z={z}" if len({q for _, q in by_key}) > 1 else "")
                 name += f" ({recipe})" if recipe else ""
-                ax.errorbar(params, means, yerr=stds, marker="o", capsize=3, label=name,
-                            color=colours[t], linestyle=styles[k % len(styles)])  # fmt: skip
+                style = {"color": colours[t], "linestyle": styles[k % len(styles)]}
+                _errorbar(ax, params, stats, name, **style)
         sizes = sorted({p for by_tier in by_key.values() for v in by_tier.values() for p, _ in v})
         ax.set_xscale("log")
         ax.set_xticks(sizes, [_count(p) for p in sizes])
         ax.minorticks_off()
         ax.set_xlabel("parameters (log scale; one point per width × depth)")
-        ax.set_ylabel(METRICS[metric][0])
-        ax.set_title(METRICS[metric][0] + (" (comparable rows only)" if metric in NLL else ""))
-        ax.grid(alpha=0.3)
-        if metric == "active_units":  # a count out of the latent size: whole numbers from 0
-            ax.set_ylim(0, max(z for _, z in by_key) + 0.5)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        _label(ax, metric, max(z for _, z in by_key))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False,
                bbox_to_anchor=(0.5, 0.96))  # fmt: skip

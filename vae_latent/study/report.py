@@ -8,7 +8,7 @@ from typing import Any
 
 from vae_latent.data.datasets import TIER_NAMES
 from vae_latent.files import save_atomic
-from vae_latent.run.keys import names, recipe_names
+from vae_latent.run.keys import names
 from vae_latent.study.runs import METRICS, collect
 from vae_latent.study.stats import (
     INTERPRETABILITY,
@@ -23,6 +23,7 @@ from vae_latent.study.stats import (
     run_order,
     seed_groups,
     varies_capacity,
+    varying_recipe,
     within_one_std,
 )
 
@@ -280,14 +281,6 @@ def _table(cols: list[str], cells: list[list[str]]) -> list[str]:
     ]
 
 
-def varying_recipe(rows: list[dict[str, Any]]) -> list[str]:
-    """The recipe keys (lr, width, depth, ...) whose value differs between the runs: the tables
-    show them, or rows of different models would read as the same configuration."""
-    shown = {"likelihood"}  # always a column
-    values = {k: {str(r[k]) for r in rows if r.get(k) is not None} for k in recipe_names()}
-    return [k for k in recipe_names() if k not in shown and len(values[k]) > 1]
-
-
 def _cell(row: dict[str, Any], column: str) -> str:
     value = row.get(column)
     return f"{value:.3g}" if column == "lr" and value else fmt(value)
@@ -333,7 +326,10 @@ def markdown(
     """report.md: counts, conclusion, tables, failures, rankings and the figures."""
     statuses = ("complete", "failed", "incomplete", "damaged")
     counts = {s: sum(r["status"] == s for r in rows) for s in statuses}
-    recipe = varying_recipe(rows)  # e.g. lr in an Optuna search, width and depth for capacity
+    # Columns for the recipe keys that vary (lr in an Optuna search, width and depth for
+    # capacity), or rows of different models would read as one configuration; likelihood is
+    # always a column.
+    recipe = varying_recipe(rows, skip=("likelihood",))
     repeated = [
         "## Mean ± std over seeds",
         "",

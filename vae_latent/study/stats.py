@@ -88,13 +88,20 @@ def grouped(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, int], di
     only runs of one recipe are pooled as seeds and compared across tiers.
     """
     complete = [r for r in rows if r["status"] == "complete"]
-    varying = [k for k in recipe_names() if len({str(r.get(k)) for r in complete}) > 1]
+    varying = varying_recipe(complete)
     acc: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in complete:
         if r.get(metric) is None or (metric in NLL and not r["nll_comparable"]):
             continue
         acc[(recipe_label(r, varying), r["latent_dim"])][r["tier"]].append(float(r[metric]))
     return {key: {t: Stat.of(v) for t, v in tiers.items()} for key, tiers in sorted(acc.items())}
+
+
+def varying_recipe(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> list[str]:
+    """The recipe keys (but ``skip``) whose value differs between ``rows``: runs that differ in
+    one are different models or recipes, never seeds of one (a missing value is not a value)."""
+    values = {k: {str(r[k]) for r in rows if r.get(k) is not None} for k in recipe_names()}
+    return [k for k in recipe_names() if k not in skip and len(values[k]) > 1]
 
 
 def recipe_label(row: dict[str, Any], keys: list[str]) -> str:
@@ -123,8 +130,7 @@ def by_capacity(
     """(recipe but capacity, latent_dim) -> tier -> [(parameters, ``metric`` over seeds)], by
     parameter count: the same comparison as ``grouped``, with capacity as an axis."""
     complete = [r for r in rows if r["status"] == "complete" and r.get("params")]
-    fixed = [k for k in recipe_names() if k not in CAPACITY]
-    varying = [k for k in fixed if len({str(r.get(k)) for r in complete}) > 1]
+    varying = varying_recipe(complete, skip=CAPACITY)
     acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in complete:
         if r.get(metric) is None or (metric in NLL and not r["nll_comparable"]):
