@@ -5,8 +5,10 @@ instead, with the model's own parameters (same state_dict): activations stay pla
 (B, H, W, C) tensors, each conv's ReLU is applied in place inside the conv's autograd Function
 (no separate pass, and its backward on contiguous NHWC tensors), and the transposed conv to one
 output channel (the logits) runs forward as one GEMM and a col2im, which oneDNN's
-deconvolution does ~4x slower for a single channel. Gradients equal the reference's to float
-summation order (tests/model/test_fused_step.py); measured speed: docs/speed.md.
+deconvolution does ~4x slower for a single channel. For the study's recipe the ELBO's tail is
+two autograd Functions with their gradients written out (``ReparamKL``, ``BernoulliNLL``)
+instead of two dozen tiny autograd nodes. Gradients equal the reference's to float summation
+order (tests/model/test_fused_step.py, tests/model/test_nhwc.py); measured speed: docs/speed.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 from vae_latent.model.elbo import elbo_terms
 from vae_latent.model.vae import LOGVAR_RANGE
 
-_threshold_backward = torch.ops.aten.threshold_backward
+_threshold_backward_ = torch.ops.aten.threshold_backward.grad_input  # the out= form
 _convolution_backward = torch.ops.aten.convolution_backward
 
 
@@ -51,8 +53,9 @@ class ConvReLU(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w, y = ctx.saved_tensors
         transposed, s, p, op = ctx.layer
-        if ctx.relu:
-            grad = _threshold_backward(grad, y, 0)
+        if ctx.relu:  # in place: each layer's output feeds one consumer, whose backward made
+            # this gradient for it alone (no second reader), and it is hot in cache
+            grad = _threshold_backward_(grad, y, 0, grad_input=grad)
         if transposed and s > 1:  # as TensorFlow runs it: two convolutions (docs/speed.md)
             return (*_transposed_backward(ctx, x, w, grad), None, None, None)
         gx, gw, gb = _convolution_backward(
@@ -143,24 +146,61 @@ def _run(layers: list[nn.Module], h: Tensor) -> Tensor:
     return h
 
 
-def study_terms(x: Tensor, logits: Tensor, z: Tensor, mean: Tensor, logvar: Tensor) -> tuple:
-    """``elbo_terms`` for the study's recipe (Bernoulli, single-sample KL) in a few fused ops:
-    BCE with logits summed per image, and log q(z|x) - log p(z) with log 2π cancelled."""
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
-    kl = 0.5 * (z.square() - (z - mean).square() * torch.exp(-logvar) - logvar).sum(1)
-    return recon, kl
+class ReparamKL(torch.autograd.Function):
+    """z = mean + exp(logvar / 2) * eps and the single-sample KL term log q(z|x) - log p(z),
+    which is (z² - eps² - logvar) / 2 summed per image (log 2π cancels; (z - mean)² / σ² is
+    eps²), from the encoder's output (mean, raw logvar) clamped as ``ConvVAE.encode`` clamps."""
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, eps: Tensor, lo: float, hi: float) -> tuple[Tensor, Tensor]:
+        mean, raw = h.chunk(2, dim=1)
+        logvar = raw.clamp(lo, hi)
+        std = torch.exp(0.5 * logvar)
+        z = torch.addcmul(mean, std, eps)
+        kl = 0.5 * (z.square() - eps.square() - logvar).sum(1)
+        ctx.save_for_backward(raw, std, eps, z)
+        ctx.range = lo, hi
+        return z, kl
+
+    @staticmethod
+    def backward(ctx: Any, gz: Tensor, gkl: Tensor) -> tuple[Tensor, None, None, None]:
+        raw, std, eps, z = ctx.saved_tensors
+        lo, hi = ctx.range
+        gmean = torch.addcmul(gz, gkl[:, None], z)  # through z, and the KL's own z² / 2
+        glogvar = (0.5 * gmean * std * eps).sub_(0.5 * gkl[:, None])
+        glogvar.mul_((raw >= lo) & (raw <= hi))  # clamp passes gradients inside its range
+        return torch.cat((gmean, glogvar), 1), None, None, None
+
+
+class BernoulliNLL(torch.autograd.Function):
+    """-log p(x | logits) summed per image, softplus(l) - x l, in a few in-place passes as
+    relu(l) - x l + log(1 + exp(-|l|)); gradient sigmoid(l) - x. log1p has no vectorised CPU
+    kernel here (4x slower than log); the two differ by under 6e-8 a pixel."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, x)
+        nll = logits.abs().neg_().exp_().add_(1).log_()
+        return nll.add_(logits.clamp_min(0)).sub_(x * logits).sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        logits, x = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(x).mul_(grad[:, None]), None
 
 
 def nhwc_elbo(vae: Any, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``vae.elbo(x)``'s per-image (recon, KL term) through the NHWC layers (noise ``eps``)."""
     n = len(x)
     x_nhwc = x.permute(0, 2, 3, 1)
-    x_nhwc = x_nhwc if x_nhwc.is_contiguous() else x_nhwc.contiguous()
-    mean, logvar = _run(list(vae.encoder), x_nhwc).chunk(2, dim=1)
+    pixels = (x_nhwc if x_nhwc.is_contiguous() else x_nhwc.contiguous()).reshape(n, -1)
+    h = _run(list(vae.encoder), pixels.view(x_nhwc.shape))
+    eps = vae.noise(h[:, : vae.latent_dim]) if eps is None else eps  # as reparameterize draws
+    if (vae.kl, vae.likelihood) == ("mc", "bernoulli"):  # the study's recipe
+        z, kl_term = ReparamKL.apply(h, eps, *LOGVAR_RANGE)
+        return BernoulliNLL.apply(_run(list(vae.decoder), z).reshape(n, -1), pixels), kl_term
+    mean, logvar = h.chunk(2, dim=1)
     logvar = logvar.clamp(*LOGVAR_RANGE)
     z = vae.reparameterize(mean, logvar, eps)
-    logits = _run(list(vae.decoder), z)
-    pixels, logits = x_nhwc.reshape(n, -1), logits.reshape(n, -1)
-    if (vae.kl, vae.likelihood) == ("mc", "bernoulli"):
-        return study_terms(pixels, logits, z, mean, logvar)
+    logits = _run(list(vae.decoder), z).reshape(n, -1)
     return elbo_terms(pixels, logits, z, mean, logvar, vae.kl, vae.likelihood)

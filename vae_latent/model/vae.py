@@ -118,9 +118,15 @@ class ConvVAE(nn.Module):
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
     @staticmethod
+    def noise(like: Tensor) -> Tensor:
+        """The reparameterization's N(0, I) draw, shaped like ``like``: every ELBO path draws
+        here (the fused CPU step too), so a seed gives the same noise on each."""
+        return torch.randn_like(like)
+
+    @staticmethod
     def reparameterize(mean: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
         """z = mean + sigma * eps (fresh N(0, I) draws unless given): differentiable in both."""
-        eps = torch.randn_like(mean) if eps is None else eps
+        eps = ConvVAE.noise(mean) if eps is None else eps
         return mean + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: Tensor) -> Tensor:

@@ -1,0 +1,93 @@
+"""The fused CPU step's ELBO (NHWC layers, hand-written tail) against ``ConvVAE.elbo``."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vae_latent.model import ConvVAE
+from vae_latent.model.nhwc import BernoulliNLL, ReparamKL, _conv_transpose_gemm, nhwc_elbo
+from vae_latent.model.vae import LOGVAR_RANGE
+
+
+def _grads(vae, recon, kl_term):
+    (recon + kl_term).mean().backward()
+    return {name: p.grad.clone() for name, p in vae.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((1, 28, 28), {}),  # the study's model
+        ((1, 28, 28), {"latent_dim": 8}),
+        ((3, 32, 32), {"latent_dim": 4}),
+        ((1, 28, 28), {"width": 2, "depth": 1}),
+        ((1, 28, 28), {"kl": "analytic"}),
+        ((1, 28, 28), {"likelihood": "continuous_bernoulli"}),
+    ],
+)
+def test_the_nhwc_elbo_and_its_gradients_equal_the_reference(monkeypatch, shape, kwargs):
+    torch.manual_seed(0)
+    args = {"latent_dim": 2, "likelihood": "bernoulli", "kl": "mc", "init": "torch", **kwargs}
+    ref = ConvVAE(shape, args.pop("latent_dim"), args.pop("likelihood"), args.pop("kl"), **args)
+    fast = copy.deepcopy(ref)
+    x = (torch.rand(8, *shape, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    eps = torch.randn(8, ref.latent_dim, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(ConvVAE, "noise", staticmethod(lambda like: eps.clone()))
+
+    recon, kl_term, _, _ = ref.elbo(x)
+    fast_recon, fast_kl = nhwc_elbo(fast, x)
+
+    torch.testing.assert_close(fast_recon, recon, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(fast_kl, kl_term, rtol=1e-5, atol=1e-5)
+    want, got = _grads(ref, recon, kl_term), _grads(fast, fast_recon, fast_kl)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_bernoulli_nll_matches_torchs_at_saturated_logits():
+    logits = torch.tensor([[-120.0, -30.0, -17.0, -1.0, 0.0, 2.5, 17.0, 30.0, 120.0]] * 2)
+    x = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5]]).expand(2, -1)
+    leaf = logits.clone().requires_grad_()
+    got = BernoulliNLL.apply(leaf, x)
+    got.backward(torch.tensor([1.0, 2.0]))
+    ref_leaf = logits.clone().requires_grad_()
+    want = F.binary_cross_entropy_with_logits(ref_leaf, x, reduction="none").sum(1)
+    want.backward(torch.tensor([1.0, 2.0]))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
+
+
+def test_the_reparam_kl_is_exact_at_the_clamps_and_passes_no_gradient_there():
+    """Against the reference formula in float64: in float32 the reference's (z - mean)² / σ²
+    cancels badly where σ is tiny (logvar at -30); eps² does not."""
+    lo, hi = LOGVAR_RANGE
+    h = torch.tensor([[0.3, -0.2, lo - 5.0, 0.1], [0.0, 1.0, 0.5, hi + 5.0]], requires_grad=True)
+    eps = torch.tensor([[0.5, -1.0], [2.0, 0.3]])
+    z, kl_term = ReparamKL.apply(h, eps, lo, hi)
+    (z.sum() + kl_term.sum()).backward()
+
+    ref = h.detach().double().requires_grad_()
+    mean, logvar = ref[:, :2], ref[:, 2:].clamp(lo, hi)
+    ref_z = mean + torch.exp(0.5 * logvar) * eps.double()
+    ref_kl = 0.5 * (ref_z.square() - (ref_z - mean).square() * torch.exp(-logvar) - logvar)
+    (ref_z.sum() + ref_kl.sum()).backward()
+    torch.testing.assert_close(z, ref_z.float())
+    torch.testing.assert_close(kl_term, ref_kl.sum(1).float())
+    torch.testing.assert_close(h.grad, ref.grad.float())
+    assert h.grad[0, 2] == 0 and h.grad[1, 3] == 0
+
+
+@pytest.mark.parametrize(
+    "out_channels, stride, padding, output_padding", [(1, 1, 1, 0), (3, 2, 1, 1)]
+)
+def test_the_gemm_transposed_conv_equals_torchs(out_channels, stride, padding, output_padding):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 7, 7, 16, generator=gen)  # NHWC
+    w = torch.randn(16, out_channels, 3, 3, generator=gen)
+    b = torch.randn(out_channels, generator=gen)
+    got = _conv_transpose_gemm(x, w, b, stride, padding, output_padding)
+    want = F.conv_transpose2d(x.permute(0, 3, 1, 2), w, b, stride, padding, output_padding)
+    torch.testing.assert_close(got, want.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
