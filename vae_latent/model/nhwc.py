@@ -3,12 +3,13 @@
 ``ConvVAE.elbo`` is the readable reference. The fused training step on the CPU runs this
 instead, with the model's own parameters (same state_dict): activations stay plain contiguous
 (B, H, W, C) tensors, each conv's ReLU is applied in place inside the conv's autograd Function
-(no separate pass, and its backward on contiguous NHWC tensors), and the transposed conv to one
-output channel (the logits) runs forward as one GEMM and a col2im, which oneDNN's
-deconvolution does ~4x slower for a single channel. For the study's recipe the ELBO's tail is
-two autograd Functions with their gradients written out (``ReparamKL``, ``BernoulliNLL``)
-instead of two dozen tiny autograd nodes. Gradients equal the reference's to float summation
-order (tests/model/test_fused_step.py, tests/model/test_nhwc.py); measured speed: docs/speed.md.
+(no separate pass, and its backward on contiguous NHWC tensors), and the stride-1 transposed
+conv to one output channel (the logits) runs forward as a depthwise conv and a sum over
+channels, which oneDNN's deconvolution does ~4x slower for a single channel. For the study's
+recipe the ELBO's tail is two autograd Functions with their gradients written out
+(``ReparamKL``, ``BernoulliNLL``) instead of two dozen tiny autograd nodes. Gradients equal the
+reference's to float summation order (tests/model/test_fused_step.py,
+tests/model/test_nhwc.py); measured speed: docs/speed.md.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ class ConvReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, w: Tensor, b: Tensor, layer: tuple, relu: bool, gemm: bool
+        ctx: Any, x: Tensor, w: Tensor, b: Tensor, layer: tuple, relu: bool, depthwise: bool
     ) -> Tensor:
         transposed, s, p, op = layer
-        if gemm:  # the one-channel transposed conv: GEMM + col2im (see the module's doc)
-            y = _conv_transpose_gemm(x, w, b, s, p, op)
+        if depthwise:  # the one-channel transposed conv (see the module's doc)
+            y = _conv_transpose_depthwise(x, w, b, p)
         else:
             xc = x.permute(0, 3, 1, 2)  # a channels-last NCHW view: no copy
             conv = (
@@ -90,31 +91,24 @@ def _transposed_backward(ctx: Any, x: Tensor, w: Tensor, grad: Tensor) -> tuple:
     return gx, gw, grad.sum((0, 1, 2))
 
 
-def _conv_transpose_gemm(x: Tensor, w: Tensor, b: Tensor, s: int, p: int, op: int) -> Tensor:
-    """conv_transpose2d on NHWC ``x`` as one GEMM over the input pixels and a col2im."""
-    n, h, wi, ci = x.shape
-    _, co, kh, kw = w.shape
-    ho, wo = (h - 1) * s - 2 * p + kh + op, (wi - 1) * s - 2 * p + kw + op
-    full_h, full_w = max((h - 1) * s + kh, p + ho), max((wi - 1) * s + kw, p + wo)
-    k = kh * kw * co
-    cols_w = max(k, 16)  # MKL is slow for very narrow products: pad the GEMM to 16 columns
-    wt = w.new_zeros(cols_w, ci)
-    wt[:k] = w.permute(0, 2, 3, 1).reshape(ci, k).t()
-    cols = torch.mm(x.reshape(n * h * wi, ci), wt.t())[:, :k].view(n, h, wi, kh, kw, co)
-    canvas = x.new_zeros(n, full_h, full_w, co)
-    for u in range(kh):  # each kernel tap adds its columns at a strided offset
-        rows = canvas[:, u : u + s * (h - 1) + 1 : s]
-        for v in range(kw):
-            rows[:, :, v : v + s * (wi - 1) + 1 : s].add_(cols[:, :, :, u, v])
-    return canvas[:, p : p + ho, p : p + wo, :] + b
+def _conv_transpose_depthwise(x: Tensor, w: Tensor, b: Tensor, p: int) -> Tensor:
+    """A stride-1 transposed conv to one channel on NHWC ``x``: each input channel correlated
+    with its own flipped kernel (a depthwise conv, which oneDNN runs at about memory speed),
+    then summed over the channels."""
+    k = w.shape[-1]
+    kernels = w.flip(2, 3).contiguous(memory_format=torch.channels_last)  # (C_in, 1, k, k)
+    per_channel = F.conv2d(x.permute(0, 3, 1, 2), kernels, None, 1, k - 1 - p, 1, len(w))
+    return per_channel.permute(0, 2, 3, 1).sum(3, keepdim=True) + b
 
 
 def _conv(h: Tensor, layer: nn.Module, relu: bool) -> Tensor:
     transposed = isinstance(layer, nn.ConvTranspose2d)
     op = layer.output_padding[0] if transposed else 0
     geometry = (transposed, layer.stride[0], layer.padding[0], op)
-    gemm = transposed and layer.out_channels == 1
-    return ConvReLU.apply(h, layer.weight, layer.bias, geometry, relu, gemm)
+    # the logits layer: stride 1, one output channel (as an ordinary conv, padding k - 1 - p)
+    depthwise = transposed and layer.out_channels == 1 and layer.stride[0] == 1 and op == 0
+    depthwise = depthwise and layer.padding[0] < layer.kernel_size[0]
+    return ConvReLU.apply(h, layer.weight, layer.bias, geometry, relu, depthwise)
 
 
 def _run(layers: list[nn.Module], h: Tensor) -> Tensor:
