@@ -25,7 +25,8 @@ class InMemorySplit(Dataset):
     def take(self, idx: list[int] | Tensor, labels: bool = True) -> tuple[Tensor, Tensor | None]:
         """Images (float in [0, 1]) and labels (unless not wanted) at ``idx``: one gather each."""
         index = torch.as_tensor(idx, device=self.images.device)
-        x = self.images[index].float().mul_(self.scale)
+        x = self.images[index].float()
+        x = x if self.scale == 1.0 else x.mul_(self.scale)  # binarized bytes are 0/1 already
         return x, self.labels[index] if labels else None
 
     # DataLoader hands a whole batch of indices to __getitems__ (torch >= 2.1).
