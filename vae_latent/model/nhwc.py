@@ -1,15 +1,17 @@
 """The ELBO of a ``ConvVAE`` through NHWC layers: the same numbers, fewer passes on the CPU.
 
 ``ConvVAE.elbo`` is the readable reference. The fused training step on the CPU runs this
-instead, with the model's own parameters (same state_dict): activations stay plain contiguous
-(B, H, W, C) tensors, each conv's ReLU is applied in place inside the conv's autograd Function
-(no separate pass, and its backward on contiguous NHWC tensors), and the stride-1 transposed
-conv to one output channel (the logits) runs forward as a depthwise conv and a sum over
-channels, which oneDNN's deconvolution does ~4x slower for a single channel. For the study's
-recipe the ELBO's tail is two autograd Functions with their gradients written out
-(``ReparamKL``, ``BernoulliNLL``) instead of two dozen tiny autograd nodes. Gradients equal the
-reference's to float summation order (tests/model/test_fused_step.py,
-tests/model/test_nhwc.py); measured speed: docs/speed.md.
+instead, with the model's own parameters (same state_dict). Activations stay plain contiguous
+(B, H, W, C) tensors; the encoder and the decoder are one autograd node each (``Stack``), whose
+backward walks the layers in reverse with each gradient written out, so autograd records four
+nodes a step instead of ~40. Each conv's ReLU is applied in place (and its backward in place on
+the incoming gradient); the strided transposed convs' backward runs as two ordinary
+convolutions, as TensorFlow runs it; the stride-1 transposed conv to one output channel (the
+logits) runs forward as a depthwise conv and a sum over channels, which oneDNN's deconvolution
+does ~4x slower for a single channel. For the study's recipe the ELBO's tail is two autograd
+Functions with their gradients written out (``ReparamKL``, ``BernoulliNLL``). Gradients equal
+the reference's to float summation order (tests/model/test_nhwc.py,
+tests/model/test_fused_step.py); measured speed: docs/speed.md.
 """
 
 from __future__ import annotations
@@ -27,68 +29,169 @@ _threshold_backward_ = torch.ops.aten.threshold_backward.grad_input  # the out= 
 _convolution_backward = torch.ops.aten.convolution_backward
 
 
-class ConvReLU(torch.autograd.Function):
-    """relu?(conv2d or conv_transpose2d) on NHWC tensors through aten (oneDNN on the CPU)."""
+class Stack(torch.autograd.Function):
+    """A ConvVAE Sequential on NHWC tensors as one autograd node: the forward runs each layer
+    through aten (oneDNN on the CPU) and keeps what its backward needs; the backward walks the
+    layers in reverse with their gradients written out (no autograd graph inside it)."""
 
     @staticmethod
-    def forward(
-        ctx: Any, x: Tensor, w: Tensor, b: Tensor, layer: tuple, relu: bool, depthwise: bool
-    ) -> Tensor:
-        transposed, s, p, op = layer
-        if depthwise:  # the one-channel transposed conv (see the module's doc)
-            y = _conv_transpose_depthwise(x, w, b, p)
-        else:
-            xc = x.permute(0, 3, 1, 2)  # a channels-last NCHW view: no copy
-            conv = (
-                F.conv_transpose2d(xc, w, b, s, p, op) if transposed else F.conv2d(xc, w, b, s, p)
-            )
-            y = conv.permute(0, 2, 3, 1)
-            y = y if y.is_contiguous() else y.contiguous()
-        if relu:
-            y.relu_()
-        ctx.save_for_backward(x, w, y)
-        ctx.layer, ctx.relu = layer, relu
-        return y
+    def forward(ctx: Any, h: Tensor, plan: tuple, *params: Tensor) -> Tensor:
+        kept: list[Tensor] = []
+        for op in plan:
+            h = op.forward(h, kept)
+        ctx.plan = plan
+        ctx.save_for_backward(*kept)
+        return h
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, w, y = ctx.saved_tensors
-        transposed, s, p, op = ctx.layer
-        if ctx.relu:  # in place: each layer's output feeds one consumer, whose backward made
-            # this gradient for it alone (no second reader), and it is hot in cache
+        kept = list(ctx.saved_tensors)
+        grads: list[Tensor] = []
+        for i in reversed(range(len(ctx.plan))):
+            need_input = i > 0 or ctx.needs_input_grad[0]
+            grad, param_grads = ctx.plan[i].backward(grad, kept, need_input)
+            grads[:0] = param_grads
+        return (grad, None, *grads)
+
+
+class _Conv:
+    """conv2d or conv_transpose2d (and its ReLU) on NHWC tensors."""
+
+    def __init__(self, layer: nn.Module, relu: bool) -> None:
+        self.layer, self.relu = layer, relu
+        self.transposed = isinstance(layer, nn.ConvTranspose2d)
+        self.s, self.p = layer.stride[0], layer.padding[0]
+        self.op = layer.output_padding[0] if self.transposed else 0
+        # the logits layer: stride 1, one output channel (an ordinary conv, padding k - 1 - p)
+        one = self.transposed and layer.out_channels == 1 and self.s == 1 and self.op == 0
+        self.depthwise = one and self.p < layer.kernel_size[0]
+
+    def params(self) -> list[Tensor]:
+        return [self.layer.weight, self.layer.bias]
+
+    def forward(self, x: Tensor, kept: list[Tensor]) -> Tensor:
+        w, b, s, p = self.layer.weight, self.layer.bias, self.s, self.p
+        if self.depthwise:
+            y = _conv_transpose_depthwise(x, w, b, p)
+        else:
+            xc = x.permute(0, 3, 1, 2)  # a channels-last NCHW view: no copy
+            if self.transposed:
+                y = F.conv_transpose2d(xc, w, b, s, p, self.op).permute(0, 2, 3, 1)
+            else:
+                y = F.conv2d(xc, w, b, s, p).permute(0, 2, 3, 1)
+            y = y if y.is_contiguous() else y.contiguous()
+        if self.relu:
+            y.relu_()
+        kept += [x, y] if self.relu else [x]
+        return y
+
+    def backward(self, grad: Tensor, kept: list[Tensor], need_input: bool) -> tuple:
+        y = kept.pop() if self.relu else None
+        x = kept.pop()
+        w, s, p = self.layer.weight, self.s, self.p
+        if y is not None:  # in place: this gradient is this layer's alone (the next one made it)
             grad = _threshold_backward_(grad, y, 0, grad_input=grad)
-        if transposed and s > 1:  # as TensorFlow runs it: two convolutions (docs/speed.md)
-            return (*_transposed_backward(ctx, x, w, grad), None, None, None)
+        g, xc = grad.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2)  # channels-last views
+        if self.transposed and s > 1:  # as TensorFlow runs it: two convolutions (docs/speed.md)
+            gx = F.conv2d(g, w, None, s, p).permute(0, 2, 3, 1) if need_input else None
+            _, gw, _ = _convolution_backward(
+                xc, g, w, [w.shape[0]], [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                [False, True, False],
+            )  # fmt: skip
+            return gx, [gw, grad.sum((0, 1, 2))]
+        channels = w.shape[1] if self.transposed else w.shape[0]
         gx, gw, gb = _convolution_backward(
-            grad.permute(0, 3, 1, 2),
-            x.permute(0, 3, 1, 2),
-            w,
-            [w.shape[1] if transposed else w.shape[0]],
-            [s, s],
-            [p, p],
-            [1, 1],
-            transposed,
-            [op, op],
-            1,
-            [ctx.needs_input_grad[0], True, True],
-        )
-        gx = None if gx is None else gx.permute(0, 2, 3, 1)
-        return gx, gw, gb, None, None, None
+            g, xc, w, [channels], [s, s], [p, p], [1, 1], self.transposed, [self.op] * 2, 1,
+            [need_input, True, True],
+        )  # fmt: skip
+        return (None if gx is None else gx.permute(0, 2, 3, 1)), [gw, gb]
 
 
-def _transposed_backward(ctx: Any, x: Tensor, w: Tensor, grad: Tensor) -> tuple:
-    """A strided transposed conv's gradients as ordinary convolutions: the input's gradient is
-    the conv of the output's gradient with the same weights, the weights' gradient that conv's
-    weight gradient with input and output swapped. oneDNN runs these faster than its
-    deconvolution backward (measured here: 2.35 vs 2.70 ms for the 64->32 layer)."""
-    _, s, p, _ = ctx.layer
-    g = grad.permute(0, 3, 1, 2)  # channels-last NCHW views: no copies
-    xc = x.permute(0, 3, 1, 2)
-    gx = F.conv2d(g, w, None, s, p).permute(0, 2, 3, 1) if ctx.needs_input_grad[0] else None
-    _, gw, _ = _convolution_backward(
-        xc, g, w, [w.shape[0]], [s, s], [p, p], [1, 1], False, [0, 0], 1, [False, True, False]
-    )
-    return gx, gw, grad.sum((0, 1, 2))
+class _FlattenDense:
+    """Flatten then Linear in the NHWC order: the dense weights are permuted to it instead
+    (nn.Flatten of an NCHW tensor orders its features C, H, W)."""
+
+    def __init__(self, dense: nn.Linear) -> None:
+        self.dense = dense
+
+    def params(self) -> list[Tensor]:
+        return [self.dense.weight, self.dense.bias]
+
+    def forward(self, h: Tensor, kept: list[Tensor]) -> Tensor:
+        n, hh, ww, c = self.shape = h.shape
+        out = len(self.dense.weight)
+        weight = self.dense.weight.view(out, c, hh, ww).permute(0, 2, 3, 1).reshape(out, -1)
+        flat = h.reshape(n, -1)
+        kept += [flat, weight]
+        return torch.addmm(self.dense.bias, flat, weight.t())
+
+    def backward(self, grad: Tensor, kept: list[Tensor], need_input: bool) -> tuple:
+        weight = kept.pop()
+        flat = kept.pop()
+        n, hh, ww, c = self.shape
+        gw = grad.t().mm(flat).view(-1, hh, ww, c).permute(0, 3, 1, 2).reshape(len(weight), -1)
+        gx = grad.mm(weight).view(n, hh, ww, c) if need_input else None
+        return gx, [gw, grad.sum(0)]
+
+
+class _DenseUnflatten:
+    """Linear (and its ReLU) then Unflatten to (C, H, W), giving NHWC: the weights permuted."""
+
+    def __init__(self, dense: nn.Linear, relu: bool, shape: tuple) -> None:
+        self.dense, self.relu, (self.c, self.hh, self.ww) = dense, relu, shape
+
+    def params(self) -> list[Tensor]:
+        return [self.dense.weight, self.dense.bias]
+
+    def forward(self, z: Tensor, kept: list[Tensor]) -> Tensor:
+        c, hh, ww = self.c, self.hh, self.ww
+        weight = self.dense.weight.view(c, hh, ww, -1).permute(1, 2, 0, 3).reshape(c * hh * ww, -1)
+        bias = self.dense.bias.view(c, hh, ww).permute(1, 2, 0).reshape(-1)
+        y = torch.addmm(bias, z, weight.t())
+        if self.relu:
+            y.relu_()
+        kept += [z, weight, y] if self.relu else [z, weight]
+        return y.view(len(y), hh, ww, c)
+
+    def backward(self, grad: Tensor, kept: list[Tensor], need_input: bool) -> tuple:
+        y = kept.pop() if self.relu else None
+        weight = kept.pop()
+        z = kept.pop()
+        c, hh, ww = self.c, self.hh, self.ww
+        g = grad.reshape(len(z), -1)
+        if y is not None:
+            g = _threshold_backward_(g, y, 0, grad_input=g)
+        gw = g.t().mm(z).view(hh, ww, c, -1).permute(2, 0, 1, 3).reshape(c * hh * ww, -1)
+        gb = g.sum(0).view(hh, ww, c).permute(2, 0, 1).reshape(-1)
+        return (g.mm(weight) if need_input else None), [gw, gb]
+
+
+def _plan(layers: nn.Sequential) -> tuple:
+    """The NHWC operations of a ConvVAE Sequential: each conv with its ReLU, and Flatten /
+    Unflatten folded into the dense layer beside them."""
+    layers, ops, i = list(layers), [], 0
+    while i < len(layers):
+        layer = layers[i]
+        relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            ops.append(_Conv(layer, relu))
+            i += 2 if relu else 1
+        elif isinstance(layer, nn.Flatten):  # Flatten, Linear
+            ops.append(_FlattenDense(layers[i + 1]))
+            i += 2
+        elif isinstance(layer, nn.Linear):  # Linear, ReLU, Unflatten to (C, H, W)
+            unflatten = layers[i + 2 if relu else i + 1]
+            ops.append(_DenseUnflatten(layer, relu, tuple(unflatten.unflattened_size)))
+            i += 3 if relu else 2
+        else:
+            raise ValueError(f"no NHWC form of {type(layer).__name__}")
+    return tuple(ops)
+
+
+def _run(layers: nn.Sequential, h: Tensor) -> Tensor:
+    """``layers`` (a ConvVAE's Sequential) on NHWC ``h``, as one ``Stack`` node."""
+    plan = _plan(layers)
+    return Stack.apply(h, plan, *[t for op in plan for t in op.params()])
 
 
 def _conv_transpose_depthwise(x: Tensor, w: Tensor, b: Tensor, p: int) -> Tensor:
@@ -99,45 +202,6 @@ def _conv_transpose_depthwise(x: Tensor, w: Tensor, b: Tensor, p: int) -> Tensor
     kernels = w.flip(2, 3).contiguous(memory_format=torch.channels_last)  # (C_in, 1, k, k)
     per_channel = F.conv2d(x.permute(0, 3, 1, 2), kernels, None, 1, k - 1 - p, 1, len(w))
     return per_channel.permute(0, 2, 3, 1).sum(3, keepdim=True) + b
-
-
-def _conv(h: Tensor, layer: nn.Module, relu: bool) -> Tensor:
-    transposed = isinstance(layer, nn.ConvTranspose2d)
-    op = layer.output_padding[0] if transposed else 0
-    geometry = (transposed, layer.stride[0], layer.padding[0], op)
-    # the logits layer: stride 1, one output channel (as an ordinary conv, padding k - 1 - p)
-    depthwise = transposed and layer.out_channels == 1 and layer.stride[0] == 1 and op == 0
-    depthwise = depthwise and layer.padding[0] < layer.kernel_size[0]
-    return ConvReLU.apply(h, layer.weight, layer.bias, geometry, relu, depthwise)
-
-
-def _run(layers: list[nn.Module], h: Tensor) -> Tensor:
-    """``layers`` (a ConvVAE's Sequential) on NHWC ``h``. Flatten and Unflatten keep the NHWC
-    order: the neighbouring dense layer's weights are permuted instead (nn.Flatten of an NCHW
-    tensor orders its features C, H, W), and autograd takes the permutation back."""
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            h, i = _conv(h, layer, relu), i + (2 if relu else 1)
-        elif isinstance(layer, nn.Flatten):  # Flatten, Linear
-            dense, (n, hh, ww, c) = layers[i + 1], h.shape
-            weight = (
-                dense.weight.view(-1, c, hh, ww).permute(0, 2, 3, 1).reshape(len(dense.weight), -1)
-            )
-            h, i = F.linear(h.reshape(n, -1), weight, dense.bias), i + 2
-        elif isinstance(layer, nn.Linear):  # Linear, ReLU, Unflatten to (C, H, W)
-            unflatten = layers[i + 2 if relu else i + 1]
-            c, hh, ww = unflatten.unflattened_size
-            weight = layer.weight.view(c, hh, ww, -1).permute(1, 2, 0, 3).reshape(c * hh * ww, -1)
-            bias = layer.bias.view(c, hh, ww).permute(1, 2, 0).reshape(-1)
-            h = F.linear(h, weight, bias)
-            h = (h.relu_() if relu else h).view(len(h), hh, ww, c)
-            i += 3 if relu else 2
-        else:
-            raise ValueError(f"no NHWC form of {type(layer).__name__}")
-    return h
 
 
 class ReparamKL(torch.autograd.Function):
@@ -188,13 +252,13 @@ def nhwc_elbo(vae: Any, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, T
     n = len(x)
     x_nhwc = x.permute(0, 2, 3, 1)
     pixels = (x_nhwc if x_nhwc.is_contiguous() else x_nhwc.contiguous()).reshape(n, -1)
-    h = _run(list(vae.encoder), pixels.view(x_nhwc.shape))
+    h = _run(vae.encoder, pixels.view(x_nhwc.shape))
     eps = vae.noise(h[:, : vae.latent_dim]) if eps is None else eps  # as reparameterize draws
     if (vae.kl, vae.likelihood) == ("mc", "bernoulli"):  # the study's recipe
         z, kl_term = ReparamKL.apply(h, eps, *LOGVAR_RANGE)
-        return BernoulliNLL.apply(_run(list(vae.decoder), z).reshape(n, -1), pixels), kl_term
+        return BernoulliNLL.apply(_run(vae.decoder, z).reshape(n, -1), pixels), kl_term
     mean, logvar = h.chunk(2, dim=1)
     logvar = logvar.clamp(*LOGVAR_RANGE)
     z = vae.reparameterize(mean, logvar, eps)
-    logits = _run(list(vae.decoder), z).reshape(n, -1)
+    logits = _run(vae.decoder, z).reshape(n, -1)
     return elbo_terms(pixels, logits, z, mean, logvar, vae.kl, vae.likelihood)
