@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from vae_latent.model import ConvVAE
-from vae_latent.model.nhwc import BernoulliNLL, ReparamKL, _conv_transpose_depthwise, nhwc_elbo
+from vae_latent.model.nhwc import (
+    BernoulliNLL,
+    ReparamKL,
+    _conv_transpose_depthwise,
+    _run,
+    nhwc_elbo,
+)
 from vae_latent.model.vae import LOGVAR_RANGE
 
 
@@ -89,3 +95,20 @@ def test_the_depthwise_transposed_conv_equals_torchs(kernel, padding):
     got = _conv_transpose_depthwise(x, w, b, padding)
     want = F.conv_transpose2d(x.permute(0, 3, 1, 2), w, b, 1, padding)
     torch.testing.assert_close(got, want.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_stack_ending_in_a_relu_leaves_a_shared_incoming_gradient_alone():
+    """``a + b`` hands both stacks the same gradient tensor; each masks its own copy."""
+    torch.manual_seed(0)
+    stacks = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()) for _ in range(2)]
+    x = torch.randn(2, 8, 8, 3)  # NHWC
+    weights = torch.randn(2, 6, 6, 4)
+    out = _run(stacks[0], x) + _run(stacks[1], x)
+    (out * weights).sum().backward()
+    got = [s[0].weight.grad.clone() for s in stacks]
+    for s in stacks:
+        s.zero_grad()
+    ref = sum(s(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) for s in stacks)
+    (ref * weights).sum().backward()
+    for g, s in zip(got, stacks, strict=True):
+        torch.testing.assert_close(g, s[0].weight.grad)

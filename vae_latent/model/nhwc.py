@@ -47,6 +47,8 @@ class Stack(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         kept = list(ctx.saved_tensors)
         grads: list[Tensor] = []
+        if getattr(ctx.plan[-1], "relu", False):  # the layers' backward masks in place: the
+            grad = grad.clone()  # gradient autograd hands in may have other readers
         for i in reversed(range(len(ctx.plan))):
             need_input = i > 0 or ctx.needs_input_grad[0]
             grad, param_grads = ctx.plan[i].backward(grad, kept, need_input)
@@ -89,7 +91,7 @@ class _Conv:
         y = kept.pop() if self.relu else None
         x = kept.pop()
         w, s, p = self.layer.weight, self.s, self.p
-        if y is not None:  # in place: this gradient is this layer's alone (the next one made it)
+        if y is not None:  # in place: the next layer's backward made this gradient for it alone
             grad = _threshold_backward_(grad, y, 0, grad_input=grad)
         g, xc = grad.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2)  # channels-last views
         if self.transposed and s > 1:
