@@ -9,7 +9,10 @@ steps; the steady state is ``(long - short) * batch / (wall(long) - wall(short))
 data reading, testing and writing cancel. The long run also times its own steps ``short`` to
 ``long`` (a ``StepTimer`` callback): the same steady state from one process, as the peer times
 itself, without two processes' differences. Rounds alternate, so the VM's drift hits both; the
-JSON line at the end has every round and the median ratios.
+JSON line at the end has every round and the median ratios. ``--baseline DIR`` adds another
+checkout's ``vae-latent`` (e.g. a worktree of the commit before a change) to every round, its two
+runs and this checkout's in alternating order: ``ratio_to_baseline`` is what the change bought
+across processes, in the same window.
 """
 
 from __future__ import annotations
@@ -56,8 +59,13 @@ class StepTimer(L.Callback):
             Path(self.path).write_text(json.dumps({"images_per_s": rate}))
 
 
-def wall(steps: int, args: argparse.Namespace, tmp: Path, timer: Path | None = None) -> float:
-    """Seconds of one whole ``vae-latent`` run of ``steps`` training steps."""
+HERE = Path(__file__).parents[1]  # this checkout: its vae_latent and benchmarks
+
+
+def wall(
+    steps: int, args: argparse.Namespace, tmp: Path, timer: Path | None = None, root: Path = HERE
+) -> float:
+    """Seconds of one whole ``vae-latent`` run of ``steps`` training steps, from ``root``'s code."""
     run = tmp / f"run-{steps}-{time.monotonic_ns()}"
     command = [
         sys.executable, "-m", "vae_latent", f"data.root={args.data_root}", "data.download=false",
@@ -72,9 +80,7 @@ def wall(steps: int, args: argparse.Namespace, tmp: Path, timer: Path | None = N
     start = time.perf_counter()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
-        ),
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
@@ -85,6 +91,12 @@ def wall(steps: int, args: argparse.Namespace, tmp: Path, timer: Path | None = N
     return seconds
 
 
+def steady(args: argparse.Namespace, tmp: Path, root: Path) -> float:
+    """``root``'s steady-state images/s: two whole runs, so start-up and the test cancel."""
+    short, long = wall(args.short, args, tmp, root=root), wall(args.long, args, tmp, root=root)
+    return (args.long - args.short) * args.batch_size / (long - short)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__)
     parser.add_argument("--peer", required=True, help="a command printing images_per_s")
@@ -93,15 +105,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--short", type=int, default=200, help="training steps of the short run")
     parser.add_argument("--long", type=int, default=1600, help="training steps of the long run")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--baseline", type=Path, help="another checkout, run in the same rounds")
     parser.add_argument("override", nargs="*", help="Hydra overrides for vae-latent")
     args = parser.parse_args(argv)
+    if args.baseline and not (args.baseline / "vae_latent" / "__main__.py").is_file():
+        raise SystemExit(
+            f"python -m benchmarks.peer: error: --baseline {args.baseline} has no vae_latent "
+            "package; give a checkout of this repository (e.g. git worktree add DIR COMMIT)"
+        )
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             peer = peer_rate(args.peer)
             timer = Path(tmp, "timer.json")
+            base = None
+            if args.baseline and i % 2:  # the two checkouts take turns going first
+                base = steady(args, Path(tmp), args.baseline)
             short = wall(args.short, args, Path(tmp))
             long = wall(args.long, args, Path(tmp), timer)
+            if args.baseline and not i % 2:
+                base = steady(args, Path(tmp), args.baseline)
             ours = (args.long - args.short) * args.batch_size / (long - short)
             in_run = json.loads(timer.read_text())["images_per_s"]
             rounds.append(
@@ -115,6 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "wall_long_s": round(long, 2),
                 }
             )
+            if base is not None:
+                rounds[-1].update(
+                    baseline_images_per_s=round(base, 1),
+                    baseline_ratio_to_peer=round(base / peer, 3),
+                    ratio_to_baseline=round(ours / base, 3),
+                )
             print(json.dumps(rounds[-1]), flush=True)
     result = {
         "median_ratio_to_peer": statistics.median(r["ratio_to_peer"] for r in rounds),
@@ -124,6 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
         "overrides": args.override,
         "peer": args.peer,
     }
+    if args.baseline:
+        for key in ("baseline_ratio_to_peer", "ratio_to_baseline"):
+            result[f"median_{key}"] = statistics.median(r[key] for r in rounds)
+        result["baseline"] = str(args.baseline)
     print(json.dumps(result), flush=True)
     return result
 
