@@ -253,13 +253,13 @@ class BernoulliNLL(torch.autograd.Function):
         return torch.sigmoid(logits).sub_(x).mul_(grad[:, None]), None
 
 
-def nhwc_elbo(vae: Any, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``vae.elbo(x)``'s per-image (recon, KL term) through the NHWC layers (noise ``eps``)."""
+def nhwc_elbo(vae: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``vae.elbo(x)``'s per-image (recon, KL term) through the NHWC layers."""
     n = len(x)
     x_nhwc = x.permute(0, 2, 3, 1)
     pixels = (x_nhwc if x_nhwc.is_contiguous() else x_nhwc.contiguous()).reshape(n, -1)
     h = _run(vae.encoder, pixels.view(x_nhwc.shape))
-    eps = vae.noise(h[:, : vae.latent_dim]) if eps is None else eps  # as reparameterize draws
+    eps = vae.noise(h[:, : vae.latent_dim])  # the draw reparameterize makes (tests fix it)
     if (vae.kl, vae.likelihood) == ("mc", "bernoulli"):  # the study's recipe
         z, kl_term = ReparamKL.apply(h, eps, *LOGVAR_RANGE)
         return BernoulliNLL.apply(_run(vae.decoder, z).reshape(n, -1), pixels), kl_term
