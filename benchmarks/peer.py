@@ -91,10 +91,14 @@ def wall(
     return seconds
 
 
-def steady(args: argparse.Namespace, tmp: Path, root: Path) -> float:
-    """``root``'s steady-state images/s: two whole runs, so start-up and the test cancel."""
-    short, long = wall(args.short, args, tmp, root=root), wall(args.long, args, tmp, root=root)
+def rate(args: argparse.Namespace, short: float, long: float) -> float:
+    """Steady-state images/s from the walls of a short and a long run: start-up and test cancel."""
     return (args.long - args.short) * args.batch_size / (long - short)
+
+
+def steady(args: argparse.Namespace, tmp: Path, root: Path) -> float:
+    """``root``'s steady-state images/s, from its own short and long run."""
+    return rate(args, wall(args.short, args, tmp, root=root), wall(args.long, args, tmp, root=root))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             long = wall(args.long, args, Path(tmp), timer)
             if args.baseline and not i % 2:
                 base = steady(args, Path(tmp), args.baseline)
-            ours = (args.long - args.short) * args.batch_size / (long - short)
+            ours = rate(args, short, long)
             in_run = json.loads(timer.read_text())["images_per_s"]
             rounds.append(
                 {
