@@ -44,7 +44,7 @@ def test_a_baseline_checkout_runs_in_the_same_rounds(data_root, tmp_path):
     assert result["baseline"] == str(peer.HERE)
 
 
-def test_a_baseline_that_is_not_a_checkout_is_one_line(tmp_path, capsys):
+def test_a_baseline_that_is_not_a_checkout_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         peer.main(["--peer", "true", "--baseline", str(tmp_path)])
     assert "has no vae_latent package" in str(exit_.value) and "\n" not in str(exit_.value)
