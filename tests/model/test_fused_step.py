@@ -9,7 +9,7 @@ import torch
 from vae_latent.callbacks import NonFiniteGuard
 from vae_latent.errors import NonFiniteLoss
 from vae_latent.model import ConvVAE, LitVAE
-from vae_latent.model.fused_step import StepRunner, fused_blocker, match_mode
+from vae_latent.model.fused_step import AdamUpdate, StepRunner, fused_blocker, match_mode
 
 from ..conftest import TINY, assert_one_line_error, read_metrics, train_tiny
 
@@ -478,3 +478,35 @@ def test_the_guard_stops_a_diverging_graph_run(data_root, tmp_path, app):
 def test_a_default_cpu_run_records_the_fast_step_it_ran(trained):
     """model.step=auto on the CPU: the fused step through the NHWC layers; metrics.json says so."""
     assert read_metrics(trained)["step"] == "fused: NHWC layers, fused Adam"
+
+
+def test_the_cpu_adam_update_equals_adams_own_step():
+    """``AdamUpdate`` (flat views, one tensor of step counts) against ``Adam(fused=True).step()``,
+    bit for bit: over steps, a gradient in another layout, a checkpoint reloaded, and a
+    parameter without a gradient (both skip it; that step goes through ``optimizer.step``)."""
+    torch.manual_seed(0)
+    ref_model = ConvVAE((1, 28, 28), 2, "bernoulli", "mc")  # its conv weights are channels-last
+    model = copy.deepcopy(ref_model)
+    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=1e-2, fused=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+    update, own_steps = AdamUpdate(opt), []
+    adam_step = opt.step
+    opt.step = lambda *a, **k: (own_steps.append(1), adam_step(*a, **k))[1]
+    gen = torch.Generator().manual_seed(1)
+    for i in range(7):
+        for p, q in zip(ref_model.parameters(), model.parameters(), strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad = torch.empty_like(p).copy_(g)
+            q.grad = g if i == 2 else torch.empty_like(q).copy_(g)  # step 2: contiguous grads
+        if i == 4:  # a parameter without a gradient
+            ref_model.encoder[0].bias.grad = model.encoder[0].bias.grad = None
+        if i == 3:  # a checkpoint round trip
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        ref_opt.step()
+        update()
+        for p, q in zip(ref_model.parameters(), model.parameters(), strict=True):
+            assert torch.equal(p, q), i
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(ref_opt.state[p][key], opt.state[q][key]), (i, key)
+    assert len(own_steps) == 3  # the first step, the one after the reload, the missing gradient
+    assert opt.state[model.encoder[0].weight]["step"] == 7

@@ -12,7 +12,7 @@ from torch import Tensor
 from vae_latent.errors import ConfigError
 from vae_latent.model.elbo import KLEstimator, Likelihood
 from vae_latent.model.fused_step import AdamUpdate, FusedStepHooks, Step, match_mode, step_mode
-from vae_latent.model.nhwc import nhwc_elbo
+from vae_latent.model.nhwc import elbo_backward, hand_written, nhwc_elbo
 from vae_latent.model.vae import ConvVAE, Init
 
 log = logging.getLogger("vae_latent")
@@ -108,17 +108,21 @@ class LitVAE(FusedStepHooks, L.LightningModule):
 
         Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. The
         gradients are set to None first, so backward creates them (inside a graph: once, in
-        the graph's own memory) rather than zeroing and adding to them. The optimizer is the
-        one Lightning built (``configure_optimizers``).
+        the graph's own memory) rather than zeroing and adding to them. On the CPU the study's
+        recipe runs forward and backward written out (model/nhwc.py), other recipes the same
+        NHWC layers under autograd. The optimizer is the one Lightning built
+        (``configure_optimizers``).
         """
-        for p in self._params:
-            p.grad = None
-        if x.device.type == "cpu":  # the same ELBO through NHWC layers (model/nhwc.py)
-            recon, kl_term = nhwc_elbo(self.vae, x)
+        cpu = x.device.type == "cpu"
+        if cpu and hand_written(self.vae):  # the gradients go straight into .grad
+            recon, kl_term = elbo_backward(self.vae, x, self.hparams.beta)
+            loss = self._loss(recon, kl_term)
         else:
-            recon, kl_term, _, _ = self.vae.elbo(x)
-        loss = self._loss(recon, kl_term)
-        loss.backward()
+            for p in self._params:
+                p.grad = None
+            recon, kl_term = nhwc_elbo(self.vae, x) if cpu else self.vae.elbo(x)[:2]
+            loss = self._loss(recon, kl_term)
+            loss.backward()
         self._update()
         self._add_sums(recon, kl_term)
         return loss.detach()
