@@ -227,3 +227,25 @@ def test_a_missing_or_damaged_file_is_named_without_a_wrong_hint(data_root, tmp_
     damaged = str(err.value)
     assert "cannot be read (truncated or corrupt?)" in damaged and "t10k-labels" in damaged
     assert "delete" not in damaged and "internet" not in damaged
+
+
+def test_an_epoch_is_the_seeded_order_of_the_split_and_needs_no_transfer(data_root):
+    """The split is gathered once in the epoch's randperm order: the batches are exactly the
+    per-batch gathers of that order (what a resumed run's generator state reproduces)."""
+    dm = _module(data_root, "fashion_mnist", batch_size=16)
+    split = dm.splits["train"]
+    torch.manual_seed(7)
+    order = torch.randperm(len(split))
+    torch.manual_seed(7)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.train_dataloader()) == -(-len(split) // 16)
+    for i, (x, y) in enumerate(batches):
+        want, _ = split.take(order[i * 16 : (i + 1) * 16])
+        assert y is None and torch.equal(x, want), i
+    x, y = next(iter(dm.test_dataloader()))  # in order, with labels
+    assert torch.equal(x, dm.splits["test"].take(torch.arange(len(x)))[0])
+    assert torch.equal(y, dm.splits["test"].labels[: len(x)])
+    batch = (x, None)
+    assert dm.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch  # already there
+    moved = dm.transfer_batch_to_device([x.double(), y], torch.device("meta"), 0)
+    assert [t.device.type for t in moved] == ["meta", "meta"]  # elsewhere: Lightning's move

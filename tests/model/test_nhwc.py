@@ -10,6 +10,7 @@ from vae_latent.model import ConvVAE
 from vae_latent.model.nhwc import (
     _bernoulli_nll,
     _conv_transpose_depthwise,
+    _plan,
     _reparam_kl,
     _reparam_kl_backward,
     _run,
@@ -149,3 +150,24 @@ def test_a_stack_ending_in_a_relu_leaves_a_shared_incoming_gradient_alone():
     (ref * weights).sum().backward()
     for g, s in zip(got, stacks, strict=True):
         torch.testing.assert_close(g, s[0].weight.grad)
+
+
+def test_a_sequentials_plan_is_reused_and_keeps_no_state_between_passes():
+    """The plan is built once per Sequential (again if its layers change), so its ops hold no
+    per-pass state: two forwards of different batch sizes before either backward are exact."""
+    torch.manual_seed(0)
+    vae = ConvVAE((1, 28, 28), 2, "bernoulli", "mc", init="torch")
+    assert _plan(vae.encoder) is _plan(vae.encoder)
+    xs = [torch.rand(n, 28, 28, 1) for n in (5, 3)]  # NHWC
+    weights = [torch.randn(n, 4) for n in (5, 3)]
+    outs = [_run(vae.encoder, x) for x in xs]
+    sum((o * w).sum() for o, w in zip(outs, weights, strict=True)).backward()
+    got = {n: p.grad.clone() for n, p in vae.encoder.named_parameters()}
+    vae.zero_grad()
+    refs = [vae.encoder(x.permute(0, 3, 1, 2)) for x in xs]
+    sum((r * w).sum() for r, w in zip(refs, weights, strict=True)).backward()
+    for name, p in vae.encoder.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    before = _plan(vae.encoder)
+    vae.encoder[0] = torch.nn.Conv2d(1, 32, 3, stride=2)
+    assert _plan(vae.encoder) is not before and _plan(vae.encoder)[0].layer is vae.encoder[0]

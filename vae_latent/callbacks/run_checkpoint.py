@@ -51,10 +51,19 @@ class RunCheckpoint(ModelCheckpoint):
             # epoch it trains again), never writes last-v1.ckpt beside a stale state's.
             enable_version_counter=False,
         )
+        # It saves at epoch ends only (no every_n_train_steps or train_time_interval), so
+        # ModelCheckpoint's per-batch hook returns at once; hidden, Lightning no longer calls
+        # it (and builds its profiler label from state_key) after every batch.
+        self.on_train_batch_end = None  # type: ignore[assignment]
+        self._state_key: str | None = None
 
     @property
     def state_key(self) -> str:  # ModelCheckpoint's own key: earlier runs' checkpoints resume
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        if self._state_key is None:  # its settings are fixed at init; Lightning reads it per hook
+            self._state_key = super().state_key.replace(
+                type(self).__qualname__, "ModelCheckpoint", 1
+            )
+        return self._state_key
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")  # always the run's

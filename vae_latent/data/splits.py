@@ -25,9 +25,23 @@ class InMemorySplit(Dataset):
     def take(self, idx: list[int] | Tensor, labels: bool = True) -> tuple[Tensor, Tensor | None]:
         """Images (float in [0, 1]) and labels (unless not wanted) at ``idx``: one gather each."""
         index = torch.as_tensor(idx, device=self.images.device)
-        x = self.images[index].float()
-        x = x if self.scale == 1.0 else x.mul_(self.scale)  # binarized bytes are 0/1 already
-        return x, self.labels[index] if labels else None
+        return self._floats(self.images[index]), self.labels[index] if labels else None
+
+    def rows(self, start: int, stop: int, labels: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Images (float in [0, 1]) and labels (unless not wanted) ``start:stop``: no gather."""
+        images = self.images[start:stop]
+        return self._floats(images), self.labels[start:stop] if labels else None
+
+    def _floats(self, images: Tensor) -> Tensor:
+        x = images.float()
+        return x if self.scale == 1.0 else x.mul_(self.scale)  # binarized bytes are 0/1 already
+
+    def ordered(self, order: Tensor, labels: bool = True) -> InMemorySplit:
+        """This split's images (and labels, if wanted) in ``order``: one gather of all of them."""
+        moved = copy.copy(self)
+        moved.images = self.images[order]
+        moved.labels = self.labels[order] if labels else self.labels[:0]
+        return moved
 
     # DataLoader hands a whole batch of indices to __getitems__ (torch >= 2.1).
     __getitems__ = take
@@ -51,8 +65,9 @@ class DeviceBatches:
     """Batches gathered on the split's device from an order drawn there: no host work per step.
 
     Kept beside DataLoader for one GPU: a sampler yields Python indices, and copying them to the
-    GPU each step waits for it; here one ``randperm`` per epoch runs on the device and a batch is
-    a slice of it.
+    GPU each step waits for it; here one ``randperm`` per epoch runs on the device, the split is
+    gathered in that order once, and a batch is a slice of it (on the CPU, 32 rows gathered from
+    all over the split each step cost ~50 µs more than a slice of contiguous memory).
     """
 
     def __init__(
@@ -65,12 +80,9 @@ class DeviceBatches:
         return math.ceil(len(self.split) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n, device = len(self.split), self.split.images.device
-        order = (
-            torch.randperm(n, device=device)  # the device's generator: seeded, and resumed
-            if self.shuffle
-            else torch.arange(n, device=device)
-        )
+        split = self.split
+        n, device = len(split), split.images.device
+        if self.shuffle:  # the device's generator: seeded, and resumed
+            split = split.ordered(torch.randperm(n, device=device), labels=self.labels)
         for start in range(0, n, self.batch_size):
-            x, y = self.split.take(order[start : start + self.batch_size], labels=self.labels)
-            yield x, y
+            yield split.rows(start, start + self.batch_size, labels=self.labels)

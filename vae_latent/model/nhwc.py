@@ -16,6 +16,7 @@ tests/model/test_fused_step.py); measured speed: docs/speed.md.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -137,20 +138,19 @@ class _FlattenDense:
         return [self.dense.weight, self.dense.bias]
 
     def forward(self, h: Tensor, kept: list[Tensor]) -> Tensor:
-        n, hh, ww, c = self.shape = h.shape
+        n, hh, ww, c = h.shape
         out = len(self.dense.weight)
         weight = self.dense.weight.view(out, c, hh, ww).permute(0, 2, 3, 1).reshape(out, -1)
-        flat = h.reshape(n, -1)
-        kept += [flat, weight]
-        return torch.addmm(self.dense.bias, flat, weight.t())
+        kept += [h, weight]  # h, not its flat view: the backward reads the shape from it
+        return torch.addmm(self.dense.bias, h.reshape(n, -1), weight.t())
 
     def backward(self, grad: Tensor, kept: list[Tensor], need_input: bool) -> tuple:
         weight = kept.pop()
-        flat = kept.pop()
-        n, hh, ww, c = self.shape
-        gw = grad.t().mm(flat).view(-1, hh, ww, c).permute(0, 3, 1, 2).reshape(len(weight), -1)
+        h = kept.pop()
+        n, hh, ww, c = h.shape
+        gw = grad.t().mm(h.reshape(n, -1)).view(-1, hh, ww, c).permute(0, 3, 1, 2)
         gx = grad.mm(weight).view(n, hh, ww, c) if need_input else None
-        return gx, [gw, grad.sum(0)]
+        return gx, [gw.reshape(len(weight), -1), grad.sum(0)]
 
 
 class _DenseUnflatten:
@@ -187,8 +187,23 @@ class _DenseUnflatten:
 
 def _plan(layers: nn.Sequential) -> tuple:
     """The NHWC operations of a ConvVAE Sequential: each conv with its ReLU, and Flatten /
-    Unflatten folded into the dense layer beside them."""
-    layers, ops, i = list(layers), [], 0
+    Unflatten folded into the dense layer beside them. Built once per Sequential (the ops read
+    their layers' parameters when they run), again if its layers change."""
+    modules = tuple(layers)
+    cached = _PLANS.get(layers)
+    same = cached is not None and len(cached[0]) == len(modules)
+    if same and all(a is b for a, b in zip(cached[0], modules, strict=True)):
+        return cached[1]
+    plan = _build_plan(list(modules))
+    _PLANS[layers] = (modules, plan)
+    return plan
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _build_plan(layers: list[nn.Module]) -> tuple:
+    ops, i = [], 0
     while i < len(layers):
         layer = layers[i]
         relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
