@@ -75,7 +75,10 @@ def test_one_step_matches_the_plain_eager_step(monkeypatch, step):
     model = LitVAE(latent_dim=2, step=step)
     model.load_state_dict(base.state_dict())
     trainer = _lightning_step(model, (x, y))
-    want = {"lightning": "lightning", "fused": "fused: NHWC layers, fused Adam"}[step]
+    want = {
+        "lightning": "lightning",
+        "fused": "fused: NHWC layers, backward written out, fused Adam",
+    }[step]
     assert trainer.global_step == 1 and model.step_used == want
     loss = trainer.callback_metrics["train/elbo_step"]
     torch.testing.assert_close(-loss, plain_loss.detach())
@@ -86,7 +89,10 @@ def test_one_step_matches_the_plain_eager_step(monkeypatch, step):
 def test_fused_and_lightning_steps_train_the_same_run(data_root, tmp_path):
     lightning = train_tiny(tmp_path / "a", data_root, "model.step=lightning")
     fused = train_tiny(tmp_path / "b", data_root, "model.step=fused")
-    assert (fused["step"], lightning["step"]) == ("fused: NHWC layers, fused Adam", "lightning")
+    assert (fused["step"], lightning["step"]) == (
+        "fused: NHWC layers, backward written out, fused Adam",
+        "lightning",
+    )
     for key in ("epochs", "global_steps", "train_images", "checkpoint_epoch", "test_checkpoint"):
         assert fused[key] == lightning[key], key
     assert fused["test_elbo"] == pytest.approx(lightning["test_elbo"], abs=1e-4)
@@ -477,7 +483,7 @@ def test_the_guard_stops_a_diverging_graph_run(data_root, tmp_path, app):
 
 def test_a_default_cpu_run_records_the_fast_step_it_ran(trained):
     """model.step=auto on the CPU: the fused step through the NHWC layers; metrics.json says so."""
-    assert read_metrics(trained)["step"] == "fused: NHWC layers, fused Adam"
+    assert read_metrics(trained)["step"] == "fused: NHWC layers, backward written out, fused Adam"
 
 
 def test_the_cpu_adam_update_equals_adams_own_step():

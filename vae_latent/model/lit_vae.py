@@ -198,7 +198,8 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         elif graph:
             self._step_used = "fused (CUDA graph not captured yet: fewer than 4 batches)"
         else:
-            self._step_used = "fused" if cuda else "fused: NHWC layers, fused Adam"
+            written = "backward written out, " if hand_written(self.vae) else ""
+            self._step_used = "fused" if cuda else f"fused: NHWC layers, {written}fused Adam"
         return optimizer
 
     # --- evaluation --------------------------------------------------------------------------

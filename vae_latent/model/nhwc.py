@@ -2,16 +2,16 @@
 
 ``ConvVAE.elbo`` is the readable reference. The fused training step on the CPU runs this
 instead, with the model's own parameters (same state_dict). Activations stay plain contiguous
-(B, H, W, C) tensors; the encoder and the decoder are one autograd node each (``Stack``), whose
-backward walks the layers in reverse with each gradient written out, so autograd records four
-nodes a step instead of ~40. Each conv's ReLU is applied in place (and its backward in place on
-the incoming gradient); the strided transposed convs' backward runs as two ordinary
-convolutions, as TensorFlow runs it; the stride-1 transposed conv to one output channel (the
-logits) runs forward as a depthwise conv and a sum over channels, which oneDNN's deconvolution
-does ~4x slower for a single channel. For the study's recipe the ELBO's tail is two autograd
-Functions with their gradients written out (``ReparamKL``, ``BernoulliNLL``). Gradients equal
-the reference's to float summation order (tests/model/test_nhwc.py,
-tests/model/test_fused_step.py); measured speed: docs/speed.md.
+(B, H, W, C) tensors, and every layer's backward is written out (each op of ``_plan``): convs
+through oneDNN, each ReLU in place (and its backward in place on the incoming gradient), the
+strided transposed convs' backward as two ordinary convolutions, as TensorFlow runs it, and the
+stride-1 transposed conv to one output channel (the logits) forward as a depthwise conv and a
+sum over channels, which oneDNN's deconvolution does ~4x slower for a single channel. For the
+study's recipe (MC KL, Bernoulli) ``elbo_backward`` runs the whole forward and backward without
+autograd and puts the gradients in ``.grad``; other recipes go through ``nhwc_elbo``, where the
+encoder and the decoder are one autograd node each (``Stack``). Gradients equal the reference's
+to float summation order (tests/model/test_nhwc.py, tests/model/test_fused_step.py); measured
+speed: docs/speed.md.
 """
 
 from __future__ import annotations
