@@ -82,7 +82,9 @@ def wall(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    # ``-m`` puts the working directory first on sys.path, before PYTHONPATH: run in ``root``,
+    # or a baseline arm would import the checkout the bench was started from.
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--baseline", type=Path, help="another checkout, run in the same rounds")
     parser.add_argument("override", nargs="*", help="Hydra overrides for vae-latent")
     args = parser.parse_args(argv)
+    args.data_root = str(Path(args.data_root).resolve())  # the runs start in their checkout
     if args.baseline and not (args.baseline / "vae_latent" / "__main__.py").is_file():
         raise SystemExit(
             f"python -m benchmarks.peer: error: --baseline {args.baseline} has no vae_latent "

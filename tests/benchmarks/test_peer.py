@@ -48,3 +48,21 @@ def test_a_baseline_that_is_not_a_checkout_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         peer.main(["--peer", "true", "--baseline", str(tmp_path)])
     assert "has no vae_latent package" in str(exit_.value) and "\n" not in str(exit_.value)
+
+
+def test_the_baseline_arm_runs_the_baseline_checkouts_code(data_root, tmp_path):
+    """Started from this checkout (whose package ``-m`` would find first), the baseline arm
+    runs the other checkout's ``vae_latent``: here a stand-in that says so and fails."""
+    base = tmp_path / "base" / "vae_latent"
+    base.mkdir(parents=True)
+    (base / "__init__.py").write_text("")
+    (base / "__main__.py").write_text("raise SystemExit('the baseline checkout ran')\n")
+    stand_in = tmp_path / "peer.py"
+    stand_in.write_text('import json; print(json.dumps({"peer": "x", "images_per_s": 500.0}))\n')
+    with pytest.raises(SystemExit) as exit_:
+        peer.main(
+            ["--peer", f"{sys.executable} {stand_in}", "--data-root", str(data_root),
+             "--rounds", "1", "--short", "2", "--long", "6", "--batch-size", "16",
+             "--baseline", str(base.parent), "data.batch_size=16", "data.val_size=40"]
+        )  # fmt: skip
+    assert "the baseline checkout ran" in str(exit_.value)
