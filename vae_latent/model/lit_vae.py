@@ -106,12 +106,12 @@ class LitVAE(FusedStepHooks, L.LightningModule):
     def fused_step(self, x: Tensor) -> Tensor:
         """Forward, ELBO, backward, Adam, epoch sums; returns the loss.
 
-        Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. The
-        gradients are set to None first, so backward creates them (inside a graph: once, in
-        the graph's own memory) rather than zeroing and adding to them. On the CPU the study's
-        recipe runs forward and backward written out (model/nhwc.py), other recipes the same
-        NHWC layers under autograd. The optimizer is the one Lightning built
-        (``configure_optimizers``).
+        Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. On the
+        CPU the study's recipe runs forward and backward written out (model/nhwc.py), which
+        assigns each ``.grad``; elsewhere autograd runs (on the CPU through the same NHWC
+        layers), after the gradients are set to None so that backward creates them (inside a
+        graph: once, in the graph's own memory) rather than zeroing and adding to them. The
+        optimizer is the one Lightning built (``configure_optimizers``).
         """
         cpu = x.device.type == "cpu"
         if cpu and hand_written(self.vae):  # the gradients go straight into .grad
