@@ -308,7 +308,7 @@ def nhwc_elbo(vae: Any, x: Tensor) -> tuple[Tensor, Tensor]:
     h = _run(vae.encoder, pixels.view(shape))
     mean, logvar = h.chunk(2, dim=1)
     logvar = logvar.clamp(*LOGVAR_RANGE)
-    z = vae.reparameterize(mean, logvar, vae.noise(mean))
+    z = vae.reparameterize(mean, logvar)  # draws through ConvVAE.noise
     logits = _run(vae.decoder, z).reshape(n, -1)
     return elbo_terms(pixels, logits, z, mean, logvar, vae.kl, vae.likelihood)
 
