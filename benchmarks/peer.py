@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -78,13 +77,9 @@ def wall(
         spec += f",batch_size:{args.batch_size},path:'{timer}'"
         command.append(f"+callbacks.step_timer={{{spec}}}")
     start = time.perf_counter()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    # ``-m`` puts the working directory first on sys.path, before PYTHONPATH: run in ``root``,
-    # or a baseline arm would import the checkout the bench was started from.
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root)
+    # ``-m`` puts the working directory first on sys.path: run in ``root``, so that its
+    # vae_latent (and benchmarks, for the timer) is what the run imports.
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=root)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(
