@@ -210,3 +210,23 @@ def test_two_sweeps_started_together_get_two_directories():
     ]
     dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(d.startswith("outputs/multirun/") for d in dirs) and dirs[0] != dirs[1], dirs
+
+
+@pytest.mark.parametrize("nvml", [False, True])
+def test_the_cuda_check_stops_retrying_nvml_only_where_nvml_cannot_load(monkeypatch, nvml):
+    """Lightning's NVML-based CUDA check, where NVML is missing, reloads it at every Adam step."""
+    import ctypes
+
+    from vae_latent.run.build import ask_cuda_without_nvml_retries
+
+    def cdll(name):
+        if not nvml:
+            raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    ask_cuda_without_nvml_retries()
+    import os
+
+    assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is nvml

@@ -1,18 +1,21 @@
-"""The fused training step: one function, run eagerly or replayed as one CUDA graph.
+"""Which training step runs (``model.step``), and the fused step's CUDA graph.
 
-``model.step=fused`` makes the whole step (forward, ELBO, backward, Adam, the epoch sums) one
-Python function. On a single CUDA device it is captured once as a CUDA graph and replayed for
-every batch: the step's small kernels are launched by one call, and the GPU no longer waits for
-the host. Before the graph is trusted, its first replay is checked against the eager step from
-the same state and noise; if capture fails or they differ, the run warns once and goes on with
-Lightning's own step. Off CUDA the function runs eagerly, which is how the CPU tests exercise
-it.
+The fused step makes the whole training step (forward, ELBO, backward, Adam, the epoch sums)
+one Python function, ``LitVAE.fused_step``. On a single CUDA device it is captured once as a
+CUDA graph of the model's own ELBO and replayed for every batch: the step's small kernels are
+launched by one call, and the GPU no longer waits for the host. Before the graph is trusted, its
+first replay is checked against the eager step from the same state and noise; if capture fails
+or they differ, the run warns once and goes on with Lightning's own step. On the CPU the fused
+step runs the fast path of model/cpu_fast_path.py, which proves itself against
+``ConvVAE.elbo`` at its first step in the same way (``LitVAE``). ``choose_step`` decides which
+step a fit runs, before any data is read.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -155,23 +158,50 @@ def fused_blocker(trainer: Any) -> str | None:
     return None
 
 
-def step_mode(step: str, trainer: Any) -> tuple[bool, bool]:
-    """(fused, CUDA graph) for ``model.step`` here; ``fused`` where it cannot run is refused.
+@dataclass(frozen=True)
+class StepChoice:
+    """Which training step a fit runs, and why ``auto`` chose Lightning's where it did."""
 
-    ``auto`` fuses wherever nothing is skipped: one CUDA device (as a graph) or the CPU (eager,
-    with the NHWC layers and fused Adam: docs/speed.md).
+    fused: bool = False  # the whole step in one call (LitVAE.fused_step)
+    graph: bool = False  # ... captured as a CUDA graph
+    fast_path: bool = False  # ... on the CPU through model/cpu_fast_path.py
+    why: str | None = None  # why model.step=auto runs Lightning's step
+
+    @property
+    def label(self) -> str:
+        """metrics.json's ``step`` until the step says more (``LitVAE.step_used``)."""
+        if not self.fused:
+            return f"lightning ({self.why})" if self.why else "lightning"
+        if self.fast_path:
+            return "fused: CPU fast path (not run yet)"
+        return (
+            "fused (CUDA graph not captured yet: fewer than 4 batches)" if self.graph else "fused"
+        )
+
+
+def choose_step(step: str, trainer: Any, vae: Any) -> StepChoice:
+    """The training step for ``model.step`` with this trainer and model, decided before data.
+
+    ``auto`` fuses wherever nothing is skipped and the step is exact: on one CUDA device as a
+    graph of the model's own ELBO, on the CPU through the fast path where it covers every module
+    (``uncovered``); elsewhere, or where it does not, Lightning's step, saying why.
+    ``fused`` where it cannot run is refused.
     """
-    blocker = fused_blocker(trainer)
-    if step == "fused" and blocker:
-        raise ConfigError(f"model.step=fused cannot run here: {blocker}; use model.step=auto")
+    from vae_latent.model.cpu_fast_path import uncovered
+
+    if step == "lightning":
+        return StepChoice()
     device = trainer.strategy.root_device.type
-    fused = step == "fused" or (step == "auto" and blocker is None and device in ("cpu", "cuda"))
-    return fused, fused and graph_capable(trainer)
-
-
-def graph_capable(trainer: Any) -> bool:
-    """Whether a fused step can be captured: it can run (one device, 32-bit), on CUDA."""
-    return trainer.strategy.root_device.type == "cuda" and fused_blocker(trainer) is None
+    why = fused_blocker(trainer)
+    if why is None and device == "cpu" and (missing := uncovered(vae)):
+        why = f"the CPU fast path does not cover {missing}"
+    if why is None and device not in ("cpu", "cuda") and step == "auto":
+        return StepChoice()
+    if why is not None:
+        if step == "fused":
+            raise ConfigError(f"model.step=fused cannot run here: {why}; use model.step=auto")
+        return StepChoice(why=why)
+    return StepChoice(fused=True, graph=device == "cuda", fast_path=device == "cpu")
 
 
 def match_mode(optimizer: torch.optim.Optimizer) -> None:
@@ -190,109 +220,6 @@ def match_mode(optimizer: torch.optim.Optimizer) -> None:
         return {**state, "param_groups": groups}
 
     optimizer.register_load_state_dict_pre_hook(hook)
-
-
-class AdamUpdate:
-    """Adam's update for the fused step on the CPU: the kernel ``Adam(fused=True)`` runs
-    (``torch._fused_adam_``) on the optimizer's own state, without ``Optimizer.step``'s per-call
-    Python work (measured: ~0.29 ms -> ~0.10 ms a step).
-
-    Two things Adam's functional form does per parameter are done once here: the step counts are
-    views of one tensor, counted by one add (``_foreach_add_`` is one op per tensor on the CPU);
-    and each tensor goes in as a flat view of its memory, so the kernel does not first copy the
-    channels-last conv weights' gradients to contiguous ones. Same kernel, same state tensors,
-    same numbers (tests/model/test_fused_step.py), so checkpoints are unchanged. The first step
-    (no state yet), a reloaded state, a parameter without a gradient or with new storage, and a
-    group this does not cover go through ``optimizer.step()``.
-    """
-
-    def __init__(self, optimizer: torch.optim.Adam) -> None:
-        self.optimizer = optimizer
-        self._groups: list[_FlatGroup] | None = None
-        optimizer.register_load_state_dict_post_hook(lambda _: self._forget())
-
-    def _forget(self) -> None:
-        self._groups = None
-
-    def _collect(self) -> list[_FlatGroup] | None:
-        groups = []
-        for group in self.optimizer.param_groups:
-            states = [self.optimizer.state.get(p, {}) for p in group["params"]]
-            plain = not (group["amsgrad"] or group.get("capturable") or group["maximize"])
-            plain = plain and not group.get("decoupled_weight_decay")
-            if not group.get("fused") or not plain or any("step" not in s for s in states):
-                return None
-            dense = all(_dense(p) for p in group["params"])
-            if not isinstance(group["lr"], float) or not dense:
-                return None
-            groups.append(_FlatGroup(group, states))
-        return groups
-
-    def __call__(self) -> None:
-        groups = self._groups
-        if groups is not None:
-            grads = [g.grads() for g in groups]
-            if all(g is not None for g in grads):
-                for group, flat_grads in zip(groups, grads, strict=True):
-                    group.step(flat_grads)
-                return
-        self.optimizer.step()
-        self._groups = self._collect()
-
-
-class _FlatGroup:
-    """One param group's tensors as flat views, its step counts views of one tensor."""
-
-    def __init__(self, group: dict, states: list[dict]) -> None:
-        self.group, self.params = group, list(group["params"])
-        self.orders = [_memory_order(p) for p in self.params]
-        for p, s in zip(self.params, states, strict=True):
-            for key in ("exp_avg", "exp_avg_sq"):  # e.g. loaded from another layout
-                if s[key].stride() != p.stride():
-                    s[key] = torch.empty_like(p).copy_(s[key])
-        self.flat_params = self._flat(self.params)
-        self.exp_avgs = self._flat([s["exp_avg"] for s in states])
-        self.exp_avg_sqs = self._flat([s["exp_avg_sq"] for s in states])
-        self.counts = torch.stack([s["step"] for s in states])
-        for i, s in enumerate(states):  # Adam's state now holds views of the one tensor
-            s["step"] = self.counts[i]
-        self.steps = [s["step"] for s in states]
-
-    def _flat(self, tensors: list[Tensor]) -> list[Tensor]:
-        return [t.permute(o).view(-1) for t, o in zip(tensors, self.orders, strict=True)]
-
-    def grads(self) -> list[Tensor] | None:
-        """The gradients as flat views in their parameters' memory order; None where a
-        parameter has no gradient or no longer owns the storage collected."""
-        grads = []
-        for p, flat, order in zip(self.params, self.flat_params, self.orders, strict=True):
-            g = p.grad
-            if g is None or p.data_ptr() != flat.data_ptr():
-                return None
-            if g.stride() != p.stride():
-                g = torch.empty_like(p).copy_(g)
-            grads.append(g.permute(order).view(-1))
-        return grads
-
-    def step(self, grads: list[Tensor]) -> None:
-        group = self.group
-        beta1, beta2 = group["betas"]
-        self.counts.add_(1)
-        torch._fused_adam_(
-            self.flat_params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
-            lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-            eps=group["eps"], amsgrad=False, maximize=False,
-        )  # fmt: skip
-
-
-def _dense(t: Tensor) -> bool:
-    """Whether ``t`` fills its memory without gaps in some order of its dims (channels-last)."""
-    return t.permute(_memory_order(t)).is_contiguous()
-
-
-def _memory_order(t: Tensor) -> list[int]:
-    """The permutation of ``t``'s dims that makes it contiguous (t is dense: e.g. channels-last)."""
-    return sorted(range(t.dim()), key=lambda d: t.stride(d), reverse=True)
 
 
 class FusedStepHooks:

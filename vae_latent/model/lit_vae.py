@@ -10,12 +10,25 @@ import torch
 from torch import Tensor
 
 from vae_latent.errors import ConfigError
+from vae_latent.model.cpu_fast_path import (
+    elbo_backward,
+    first_difference,
+    is_mc_bernoulli,
+    nhwc_elbo,
+)
 from vae_latent.model.elbo import KLEstimator, Likelihood
-from vae_latent.model.fused_step import AdamUpdate, FusedStepHooks, Step, match_mode, step_mode
-from vae_latent.model.nhwc import elbo_backward, hand_written, nhwc_elbo
+from vae_latent.model.fused_step import (
+    FusedStepHooks,
+    Step,
+    StepChoice,
+    choose_step,
+    match_mode,
+)
 from vae_latent.model.vae import ConvVAE, Init
 
 log = logging.getLogger("vae_latent")
+# metrics.json's step, once the fast path's first step matched the reference.
+PROVEN = "matched ConvVAE.elbo at its first step"
 
 
 class LitVAE(FusedStepHooks, L.LightningModule):
@@ -64,6 +77,9 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         self._last_batch = 1
         self._train_images = 0
         self._step_used = "lightning"
+        self._choice: tuple[Any, StepChoice] | None = None  # (the trainer, its step)
+        self._unproven = False  # the fast path's first step is still to be checked
+        self._leave_fused: str | None = None  # why the fused step stops after this batch
         self.checkpoint_epoch: int | None = None  # epochs trained by the checkpoint last loaded
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,23 +123,74 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         """Forward, ELBO, backward, Adam, epoch sums; returns the loss.
 
         Only device work, no host reads: ``StepRunner`` may capture it as a CUDA graph. On the
-        CPU the study's recipe runs forward and backward written out (model/nhwc.py), which
-        assigns each ``.grad``; elsewhere autograd runs (on the CPU through the same NHWC
-        layers), after the gradients are set to None so that backward creates them (inside a
-        graph: once, in the graph's own memory) rather than zeroing and adding to them. The
-        optimizer is the one Lightning built (``configure_optimizers``).
+        CPU the gradients come from the fast path (model/cpu_fast_path.py), after its first
+        step has matched the reference; elsewhere from autograd through ``ConvVAE.elbo``, after
+        they are set to None so that backward creates them (inside a graph: once, in the graph's
+        own memory) rather than zeroing and adding to them. The optimizer is the one Lightning
+        built (``configure_optimizers``).
         """
-        cpu = x.device.type == "cpu"
-        if cpu and hand_written(self.vae):  # the gradients go straight into .grad
-            recon, kl_term = elbo_backward(self.vae, x, self.hparams.beta)
+        if self._unproven:
+            return self._checked_first_step(x)
+        if self._choice_now().fast_path:
+            recon, kl_term = self._fast_path(x)
             loss = self._loss(recon, kl_term)
         else:
             for p in self._params:
                 p.grad = None
-            recon, kl_term = nhwc_elbo(self.vae, x) if cpu else self.vae.elbo(x)[:2]
+            recon, kl_term = self.vae.elbo(x)[:2]
             loss = self._loss(recon, kl_term)
             loss.backward()
-        self._update()
+        self._optimizer.step()
+        self._add_sums(recon, kl_term)
+        return loss.detach()
+
+    def _fast_path(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The fast path's per-image (recon, KL term), the loss's gradients put in ``.grad``."""
+        if is_mc_bernoulli(self.vae):
+            return elbo_backward(self.vae, x, self.hparams.beta)
+        for p in self._params:
+            p.grad = None
+        recon, kl_term = nhwc_elbo(self.vae, x)
+        self._loss(recon, kl_term).backward()
+        return recon.detach(), kl_term.detach()
+
+    def _checked_first_step(self, x: Tensor) -> Tensor:
+        """The fast path's first step of a fit, run both ways from the same weights, batch and
+        noise: the fast path, then the reference (``ConvVAE.elbo`` under autograd, the code a
+        user edits). If the loss and every gradient agree to float summation order, the fast
+        path's step is taken (as on every later step, so a resumed run repeats the whole run's
+        steps). If not, ``model.step=fused`` stops with one line, and ``auto`` takes the
+        reference's step, warns once and trains on with Lightning's (``on_train_batch_end``)."""
+        self._unproven = False
+        names, params = zip(*self.vae.named_parameters(), strict=True)
+        rng = torch.get_rng_state()
+        fast_terms = self._fast_path(x)
+        fast_grads = [p.grad for p in params]
+        torch.set_rng_state(rng)  # the reference draws the same noise
+        for p in params:
+            p.grad = None
+        recon, kl_term = self.vae.elbo(x)[:2]
+        loss = self._loss(recon, kl_term)
+        loss.backward()
+        fast_loss = self._loss(*fast_terms)
+        grads = (fast_grads, [p.grad for p in params])
+        differs = first_difference((fast_loss, loss.detach()), grads, list(names))
+        if differs:
+            why = f"the CPU fast path differs from ConvVAE.elbo at its first step ({differs})"
+            if self.hparams.step == "fused":
+                raise ConfigError(
+                    f"model.step=fused: {why}, so it does not cover an edit of the model or its "
+                    "ELBO; use model.step=auto (Lightning's step then) or model.step=lightning"
+                )
+            log.warning("model.step=auto: Lightning's step from here, since %s", why)
+            self._leave_fused, self._step_used = why, f"lightning ({why})"
+        else:
+            for p, grad in zip(params, fast_grads, strict=True):
+                p.grad = grad
+            recon, kl_term, loss = *fast_terms, fast_loss
+            recipe = "backward written out" if is_mc_bernoulli(self.vae) else "autograd"
+            self._step_used = f"fused: CPU fast path (NHWC layers, {recipe}), {PROVEN}"
+        self._optimizer.step()
         self._add_sums(recon, kl_term)
         return loss.detach()
 
@@ -138,12 +205,14 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         return self._step_used
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        runner = self.runner
-        if runner is not None and runner.failed:  # after this batch's closure, not inside it
+        runner = self.runner  # the step changes after this batch's closure, not inside it
+        if runner is not None and runner.failed:
             log.warning(
                 "model.step: the CUDA graph is off (%s); Lightning's step from here", runner.failed
             )
             self._step_used = f"lightning (CUDA graph failed: {runner.failed})"
+            self.use_fused_step(None, False)
+        elif runner is not None and self._leave_fused:
             self.use_fused_step(None, False)
         elif runner is not None and runner.graph and runner.captured:
             self._step_used = "fused, CUDA graph"
@@ -180,26 +249,36 @@ class LitVAE(FusedStepHooks, L.LightningModule):
     def on_fit_end(self) -> None:
         self.use_fused_step(None, False)  # the graph and its memory pool go with the fit
 
+    def choose_step(self, trainer: Any) -> StepChoice:
+        """The training step this trainer runs (``model.step``: fused_step.choose_step), decided
+        once per trainer; the app asks before any data is read, so a refusal comes first."""
+        if self._choice is None or self._choice[0] is not trainer:
+            choice = choose_step(self.hparams.step, trainer, self.vae)
+            if choice.why:
+                log.warning("model.step=auto: Lightning's step, since %s", choice.why)
+            self._choice = (trainer, choice)
+        return self._choice[1]
+
+    def _choice_now(self) -> StepChoice:
+        return self.choose_step(self.trainer)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        fused, graph = step_mode(self.hparams.step, self.trainer)
-        cuda = self.device.type == "cuda"
-        # capturable: Adam's step count and bias corrections stay on the GPU, inside the graph
-        # (only where Adam supports it: CUDA). The fused step on the CPU uses fused Adam.
-        capturable, fused_adam = graph and cuda, fused and not cuda
+        choice = self._choice_now()
+        # Adam's fused kernel on the CPU, for either step; capturable on CUDA for a graph:
+        # Adam's step count and bias corrections stay on the GPU, inside the graph.
+        cpu = self.device.type == "cpu"
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, capturable=capturable, fused=fused_adam or None
+            self.parameters(),
+            lr=self.hparams.lr,
+            capturable=choice.graph and not cpu,
+            fused=cpu or None,
         )
         match_mode(optimizer)  # a checkpoint of another mode resumes in this one
         self._optimizer, self._params = optimizer, list(self.parameters())
-        self._update = AdamUpdate(optimizer) if fused_adam else optimizer.step
-        self.use_fused_step(self.fused_step if fused else None, graph, self.step_state)
-        if not fused:
-            self._step_used = "lightning"
-        elif graph:
-            self._step_used = "fused (CUDA graph not captured yet: fewer than 4 batches)"
-        else:
-            written = "backward written out, " if hand_written(self.vae) else ""
-            self._step_used = "fused" if cuda else f"fused: NHWC layers, {written}fused Adam"
+        self.use_fused_step(
+            self.fused_step if choice.fused else None, choice.graph, self.step_state
+        )
+        self._step_used, self._unproven, self._leave_fused = choice.label, choice.fast_path, None
         return optimizer
 
     # --- evaluation --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What a run is built from: the Trainer with the run's callbacks and logger, the data, the model.
 
 Also how the process runs them: Lightning's console handler and known warnings off, idle
-per-batch callback hooks hidden, glibc's freed heap kept, checkpoints written atomically.
+per-batch callback hooks hidden, glibc's freed heap kept, no NVML retries where there is no
+NVML, checkpoints written atomically.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Built:
 
 
 def build(cfg: DictConfig, out_dir: Path) -> Built:
-    """Trainer first (a bad Trainer setting fails before any data is read), then data and model."""
+    """Trainer, model and its step first (a bad setting fails before data is read), then data."""
     from hydra.utils import instantiate
 
     from vae_latent.callbacks import NonFiniteGuard, RandomState, RunClock
@@ -40,10 +41,11 @@ def build(cfg: DictConfig, out_dir: Path) -> Built:
     clock = RunClock()
     trainer = build_trainer(cfg, out_dir, [clock, NonFiniteGuard(), RandomState()])
     datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, image_shape=datamodule.image_shape)  # known before the data
+    model.choose_step(trainer)  # a step that cannot run is refused before any data is read
     datamodule.prepare_data()  # read (or download) now: bad data fails before training starts
     datamodule.setup("fit")
     check_callbacks(trainer.callbacks, datamodule)
-    model = instantiate(cfg.model, image_shape=datamodule.image_shape)
     return Built(datamodule, model, trainer, clock)
 
 
@@ -59,6 +61,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, own: list[L.Callback]) -> L.Tr
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_heap()
+    ask_cuda_without_nvml_retries()
     # The test's codes, then its metrics, before the pictures that show them.
     callbacks = [*own, TestCodes(), instantiate(cfg.metrics)]
     for entry in (cfg.get("callbacks") or {}).values():
@@ -151,6 +154,27 @@ def keep_freed_heap() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     mallopt(m_mmap_threshold, 32 << 20)  # glibc's ceiling for this threshold
     mallopt(m_trim_threshold, 64 << 20)
+
+
+def ask_cuda_without_nvml_retries() -> None:
+    """Stop ``torch.cuda.is_available()`` from trying to load NVML at every call where it cannot
+    be loaded (Linux only).
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that the check does not initialise CUDA
+    in a process that may fork. Where NVML is missing (a CUDA build of torch on a machine without
+    an NVIDIA driver: what pip installs on Linux), torch then tries to load it at every call and
+    falls back to the CUDA runtime's count anyway, and Adam's step asks at every step
+    (docs/speed.md). There the variable goes: the same answer, without the retries.
+    """
+    import ctypes
+    import os
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1" or sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def quiet_lightning() -> None:

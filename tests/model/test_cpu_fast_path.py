@@ -1,4 +1,4 @@
-"""The fused CPU step's ELBO (NHWC layers, hand-written tail) against ``ConvVAE.elbo``."""
+"""The CPU fast path (NHWC layers, written-out backward) against ``ConvVAE.elbo``."""
 
 import copy
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vae_latent.model import ConvVAE
-from vae_latent.model.nhwc import (
+from vae_latent.model.cpu_fast_path import (
     _bernoulli_nll,
     _conv_transpose_depthwise,
     _plan,
@@ -15,7 +15,7 @@ from vae_latent.model.nhwc import (
     _reparam_kl_backward,
     _run,
     elbo_backward,
-    hand_written,
+    is_mc_bernoulli,
     nhwc_elbo,
 )
 from vae_latent.model.vae import LOGVAR_RANGE
@@ -73,7 +73,7 @@ def test_the_written_out_backward_equals_autograds(monkeypatch, shape, kwargs, b
     args = {k: v for k, v in kwargs.items() if k != "latent_dim"}
     ref = ConvVAE(shape, latent, "bernoulli", "mc", init="torch", **args)
     fast = copy.deepcopy(ref)
-    assert hand_written(fast)
+    assert is_mc_bernoulli(fast)
     x = (torch.rand(8, *shape, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     eps = torch.randn(8, latent, generator=torch.Generator().manual_seed(2))
     monkeypatch.setattr(ConvVAE, "noise", staticmethod(lambda like: eps.clone()))
@@ -91,8 +91,8 @@ def test_the_written_out_backward_equals_autograds(monkeypatch, shape, kwargs, b
 
 
 def test_other_recipes_are_not_written_out():
-    assert not hand_written(ConvVAE((1, 28, 28), 2, "bernoulli", "analytic"))
-    assert not hand_written(ConvVAE((1, 28, 28), 2, "continuous_bernoulli", "mc"))
+    assert not is_mc_bernoulli(ConvVAE((1, 28, 28), 2, "bernoulli", "analytic"))
+    assert not is_mc_bernoulli(ConvVAE((1, 28, 28), 2, "continuous_bernoulli", "mc"))
 
 
 def test_the_bernoulli_nll_matches_torchs_at_saturated_logits():
@@ -135,7 +135,7 @@ def test_the_depthwise_transposed_conv_equals_torchs(kernel, padding):
     torch.testing.assert_close(got, want.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
 
 
-def test_a_stack_ending_in_a_relu_leaves_a_shared_incoming_gradient_alone():
+def test_a_sequential_ending_in_a_relu_leaves_a_shared_incoming_gradient_alone():
     """``a + b`` hands both stacks the same gradient tensor; each masks its own copy."""
     torch.manual_seed(0)
     stacks = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()) for _ in range(2)]
@@ -171,3 +171,31 @@ def test_a_sequentials_plan_is_reused_and_keeps_no_state_between_passes():
     before = _plan(vae.encoder)
     vae.encoder[0] = torch.nn.Conv2d(1, 32, 3, stride=2)
     assert _plan(vae.encoder) is not before and _plan(vae.encoder)[0].layer is vae.encoder[0]
+
+
+def test_the_package_uses_only_the_torch_internals_the_fast_path_names():
+    """``torch._*`` and ``torch.ops`` only where model/cpu_fast_path.py's docstring says why."""
+    import ast
+    from pathlib import Path
+
+    from vae_latent.model import cpu_fast_path
+
+    package = Path(cpu_fast_path.__file__).parents[1]
+    found = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            chain, inner = [], node
+            while isinstance(inner, ast.Attribute):
+                chain.insert(0, inner.attr)
+                inner = inner.value
+            torch_chain = isinstance(inner, ast.Name) and inner.id == "torch" and chain
+            if torch_chain and (chain[0] == "ops" or any(p.startswith("_") for p in chain)):
+                found.add((path.name, ".".join(["torch", *chain])))
+    # ast.walk also meets each chain's prefixes (torch.ops, torch.ops.aten, ...): keep the longest
+    found = {
+        (f, c) for f, c in found if not any(g == f and d.startswith(c + ".") for g, d in found)
+    }
+    named = {("cpu_fast_path.py", "torch.ops.aten.threshold_backward.grad_input")}
+    assert found == named
+    for _, internal in named:
+        assert internal in cpu_fast_path.__doc__

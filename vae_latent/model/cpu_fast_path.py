@@ -1,21 +1,33 @@
-"""The ELBO of a ``ConvVAE`` through NHWC layers: the same numbers, fewer passes on the CPU.
+"""The CPU fast path: ``ConvVAE.elbo`` and its gradients through NHWC layers, checked against it.
 
-``ConvVAE.elbo`` is the readable reference. The fused training step on the CPU runs this
-instead, with the model's own parameters (same state_dict). Activations stay plain contiguous
-(B, H, W, C) tensors, and every layer's backward is written out (each op of ``_plan``): convs
-through oneDNN, each ReLU in place (and its backward in place on the incoming gradient), the
-strided transposed convs' backward as two ordinary convolutions, as TensorFlow runs it, and the
-stride-1 transposed conv to one output channel (the logits) forward as a depthwise conv and a
-sum over channels, which oneDNN's deconvolution does ~4x slower for a single channel. For the
-study's recipe (MC KL, Bernoulli) ``elbo_backward`` runs the whole forward and backward without
-autograd and puts the gradients in ``.grad``; other recipes go through ``nhwc_elbo``, where the
-encoder and the decoder are one autograd node each (``Stack``). Gradients equal the reference's
-to float summation order (tests/model/test_nhwc.py, tests/model/test_fused_step.py); measured
-speed: docs/speed.md.
+``ConvVAE.elbo`` (model/vae.py) is the reference and the code a user edits. On the CPU the
+default step (``model.step=auto``) runs this instead, with the model's own parameters. Its plan
+is derived from the model's modules: each module type and every attribute that changes what it
+computes is either covered exactly here (``COVERED``) or the fast path declines the model
+(``uncovered``) before any data is read, and Lightning's step trains it. What the plan cannot
+see (an edited ``encode``, ``decode``, ``elbo`` or likelihood) the first step catches:
+``LitVAE`` runs it both ways from the same weights, batch and noise and compares the loss and
+every gradient (``first_difference``) before the fast path trains.
+
+How it is faster: activations stay plain contiguous (B, H, W, C) tensors, every layer's
+backward is written out (each op of a plan), each ReLU and its backward run in place, the
+strided transposed convs' backward is two ordinary convolutions, and the logits layer (a
+stride-1 transposed conv to one channel) runs forward as a depthwise conv and a sum over
+channels. For the study's recipe (MC KL, Bernoulli) ``elbo_backward`` runs forward and backward
+without autograd and puts the gradients in ``.grad``; other recipes go through ``nhwc_elbo``,
+where the encoder and the decoder are one autograd node each (``SequentialFunction``). What each
+piece buys, measured: docs/speed.md.
+
+Torch internals it uses, each for a reason: ``torch.ops.aten.threshold_backward.grad_input``,
+a ReLU's backward in place (measured against the public forms in docs/speed.md), and a module's
+hook dictionaries (``_forward_hooks`` and the like, in ``_HOOKS``), read to decline a model
+with hooks the fast path would skip. Everything else is public torch API.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import weakref
 from typing import Any
 
@@ -26,11 +38,112 @@ from torch import Tensor, nn
 from vae_latent.model.elbo import elbo_terms
 from vae_latent.model.vae import LOGVAR_RANGE
 
-_threshold_backward_ = torch.ops.aten.threshold_backward.grad_input  # the out= form
-_convolution_backward = torch.ops.aten.convolution_backward
+# A ReLU's backward in place on its incoming gradient, in one pass: the out= form of the op
+# autograd runs. The public forms (grad * (y > 0), masked_fill_) take a second pass over a mask.
+_threshold_backward_ = torch.ops.aten.threshold_backward.grad_input
+
+# Beyond these, the first step's two ways differ by more than float summation order: the loss
+# relatively, each gradient by the L2 norm of the difference over its own (docs/numerics.md).
+LOSS_RTOL, GRAD_RTOL = 1e-5, 1e-3
 
 
-class Stack(torch.autograd.Function):
+class NotCovered(Exception):
+    """A module or attribute the fast path has no exact form of (the message names it)."""
+
+
+# The module types the fast path covers, with the value it covers of every attribute that
+# changes what the module computes. Any other type (subclasses too), value, or attribute a fresh
+# module of the type does not have, is not covered; nor are hooks.
+COVERED: dict[type, dict[str, Any]] = {
+    nn.Conv2d: {"padding_mode": "zeros", "dilation": (1, 1), "groups": 1},
+    nn.ConvTranspose2d: {"padding_mode": "zeros", "dilation": (1, 1), "groups": 1},
+    nn.Linear: {},
+    nn.ReLU: {},
+    nn.Flatten: {"start_dim": 1, "end_dim": -1},
+    nn.Unflatten: {"dim": 1},
+}
+_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def uncovered(vae: nn.Module) -> str | None:
+    """Why the fast path does not cover ``vae`` (naming the module and attribute), or None.
+
+    Builds the encoder's and the decoder's plans afresh, so a covered model runs what it says.
+    """
+    try:
+        _check_hooks(vae, "vae")
+        for name in ("encoder", "decoder"):
+            _PLANS.pop(getattr(vae, name, None), None)
+            _plan(getattr(vae, name, None), name)
+        _check_parameters(vae)
+    except NotCovered as e:
+        return str(e)
+    return None
+
+
+def _check_parameters(vae: nn.Module) -> None:
+    """Every parameter in the encoder or the decoder, float32, dense and trained; no buffers."""
+    for name, p in vae.named_parameters():
+        if not name.startswith(("encoder.", "decoder.")):
+            raise NotCovered(f"parameter {name} (outside the encoder and the decoder)")
+        if not p.requires_grad:
+            raise NotCovered(f"parameter {name} (frozen)")
+        if p.dtype != torch.float32 or p.layout != torch.strided:
+            raise NotCovered(f"parameter {name} ({p.dtype}, {p.layout}; it covers float32)")
+    for name, _ in vae.named_buffers():
+        raise NotCovered(f"buffer {name}")
+
+
+def _check_hooks(module: nn.Module, name: str) -> None:
+    if any(getattr(module, hooks, None) for hooks in _HOOKS):
+        raise NotCovered(f"a hook on {name} (the fast path runs layers without calling them)")
+
+
+def _check_module(layer: nn.Module, name: str) -> None:
+    """``layer`` is of a covered type, with the covered value of every attribute it has."""
+    kind = type(layer)
+    if kind not in COVERED:
+        raise NotCovered(f"{name} ({kind.__name__})")
+    for attr, value in COVERED[kind].items():
+        if getattr(layer, attr) != value:
+            raise NotCovered(f"{name}.{attr}={getattr(layer, attr)!r} (it covers {value!r})")
+    unknown = sorted(set(vars(layer)) - _fresh_attributes(kind))
+    if unknown:
+        raise NotCovered(f"{name}.{unknown[0]} (an attribute a fresh {kind.__name__} lacks)")
+    _check_hooks(layer, name)
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        _check_conv(layer, name)
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and layer.bias is None:
+        raise NotCovered(f"{name}.bias=None (it covers layers with a bias)")
+
+
+def _check_conv(layer: nn.Conv2d | nn.ConvTranspose2d, name: str) -> None:
+    """The same stride, padding and output padding in both directions, and a square kernel."""
+    for attr in ("kernel_size", "stride", "padding", "output_padding"):
+        value = getattr(layer, attr)
+        square = isinstance(value, tuple) and len(set(value)) == 1
+        if not square or not all(isinstance(v, int) for v in value):
+            raise NotCovered(f"{name}.{attr}={value!r} (it covers one integer for both sides)")
+
+
+@functools.cache
+def _fresh_attributes(kind: type) -> frozenset[str]:
+    """The attribute names a freshly built module of ``kind`` has (built on the meta device: no
+    memory, and no draw from the random generator a seeded run depends on)."""
+    weighted = {nn.Conv2d: (1, 1, 1), nn.ConvTranspose2d: (1, 1, 1), nn.Linear: (1, 1)}
+    if kind in weighted:
+        fresh = kind(*weighted[kind], device="meta")
+    else:
+        fresh = nn.Unflatten(1, (1, 1, 1)) if kind is nn.Unflatten else kind()
+    return frozenset(vars(fresh))
+
+
+class SequentialFunction(torch.autograd.Function):
     """A ConvVAE Sequential on NHWC tensors as one autograd node: the forward runs each layer
     through aten (oneDNN on the CPU) and keeps what its backward needs; the backward walks the
     layers in reverse with their gradients written out (no autograd graph inside it)."""
@@ -108,23 +221,16 @@ class _Conv:
         if y is not None:  # in place: the next layer's backward made this gradient for it alone
             grad = _threshold_backward_(grad, y, 0, grad_input=grad)
         g, xc = grad.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2)  # channels-last views
-        if self.transposed and s > 1:
-            # As TensorFlow runs it: the input's gradient is the conv of the output's gradient
-            # with the same weights, the weights' gradient that conv's weight gradient with
-            # input and output swapped; oneDNN runs these faster than its deconvolution
-            # backward (2.35 vs 2.70 ms for the 64->32 layer, docs/speed.md).
-            gx = F.conv2d(g, w, None, s, p).permute(0, 2, 3, 1) if need_input else None
-            _, gw, _ = _convolution_backward(
-                xc, g, w, [w.shape[0]], [s, s], [p, p], [1, 1], False, [0, 0], 1,
-                [False, True, False],
-            )  # fmt: skip
-            return gx, [gw, grad.sum((0, 1, 2))]
-        channels = w.shape[1] if self.transposed else w.shape[0]
-        gx, gw, gb = _convolution_backward(
-            g, xc, w, [channels], [s, s], [p, p], [1, 1], self.transposed, [self.op] * 2, 1,
-            [need_input, True, True],
-        )  # fmt: skip
-        return (None if gx is None else gx.permute(0, 2, 3, 1)), [gw, gb]
+        if self.transposed:
+            # As TensorFlow runs it: a transposed conv's input gradient is the ordinary conv of
+            # its output's gradient with the same weights, and its weights' gradient is that
+            # conv's weight gradient with input and output swapped.
+            gx = F.conv2d(g, w, None, s, p) if need_input else None
+            gw = torch.nn.grad.conv2d_weight(g, w.shape, xc, s, p)
+        else:
+            gx = torch.nn.grad.conv2d_input(xc.shape, w, g, s, p) if need_input else None
+            gw = torch.nn.grad.conv2d_weight(xc, w.shape, g, s, p)
+        return (None if gx is None else gx.permute(0, 2, 3, 1)), [gw, grad.sum((0, 1, 2))]
 
 
 class _FlattenDense:
@@ -185,16 +291,20 @@ class _DenseUnflatten:
         return (g.mm(weight) if need_input else None), [gw, gb]
 
 
-def _plan(layers: nn.Sequential) -> tuple:
+def _plan(layers: nn.Module, name: str = "layers") -> tuple:
     """The NHWC operations of a ConvVAE Sequential: each conv with its ReLU, and Flatten /
     Unflatten folded into the dense layer beside them. Built once per Sequential (the ops read
-    their layers' parameters when they run), again if its layers change."""
+    their layers' parameters when they run), again if its layers change; ``NotCovered`` names
+    the first module or attribute it has no exact form of."""
+    if type(layers) is not nn.Sequential:
+        raise NotCovered(f"{name} ({type(layers).__name__}, not an nn.Sequential)")
     modules = tuple(layers)
     cached = _PLANS.get(layers)
     same = cached is not None and len(cached[0]) == len(modules)
     if same and all(a is b for a, b in zip(cached[0], modules, strict=True)):
         return cached[1]
-    plan = _build_plan(list(modules))
+    _check_hooks(layers, name)
+    plan = _build_plan(list(modules), name)
     _PLANS[layers] = (modules, plan)
     return plan
 
@@ -202,30 +312,42 @@ def _plan(layers: nn.Sequential) -> tuple:
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _build_plan(layers: list[nn.Module]) -> tuple:
+def _build_plan(layers: list[nn.Module], name: str) -> tuple:
+    for i, layer in enumerate(layers):
+        _check_module(layer, f"{name}.{i}")
     ops, i = [], 0
+
+    def at(j: int, *kinds: type) -> bool:
+        return j < len(layers) and isinstance(layers[j], kinds)
+
     while i < len(layers):
-        layer = layers[i]
-        relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        layer, relu = layers[i], at(i + 1, nn.ReLU)
+        if at(i, nn.Conv2d, nn.ConvTranspose2d):
             ops.append(_Conv(layer, relu))
             i += 2 if relu else 1
-        elif isinstance(layer, nn.Flatten):  # Flatten, Linear
+        elif at(i, nn.Flatten) and at(i + 1, nn.Linear):
             ops.append(_FlattenDense(layers[i + 1]))
             i += 2
-        elif isinstance(layer, nn.Linear):  # Linear, ReLU, Unflatten to (C, H, W)
-            unflatten = layers[i + 2 if relu else i + 1]
+        elif at(i, nn.Linear) and at(i + 1 + relu, nn.Unflatten):
+            unflatten = layers[i + 1 + relu]
+            if len(unflatten.unflattened_size) != 3:
+                size = tuple(unflatten.unflattened_size)
+                raise NotCovered(f"{name}.{i + 1 + relu} (Unflatten to {size}, not to (C, H, W))")
             ops.append(_DenseUnflatten(layer, relu, tuple(unflatten.unflattened_size)))
             i += 3 if relu else 2
         else:
-            raise ValueError(f"no NHWC form of {type(layer).__name__}")
+            raise NotCovered(
+                f"{name}.{i} ({type(layer).__name__}) in that place (it covers convs and "
+                "transposed convs, each with an optional ReLU, Flatten + Linear, and Linear "
+                "with an optional ReLU + Unflatten)"
+            )
     return tuple(ops)
 
 
 def _run(layers: nn.Sequential, h: Tensor) -> Tensor:
-    """``layers`` (a ConvVAE's Sequential) on NHWC ``h``, as one ``Stack`` node."""
+    """``layers`` (a ConvVAE's Sequential) on NHWC ``h``, as one ``SequentialFunction`` node."""
     plan = _plan(layers)
-    return Stack.apply(h, plan, *[t for op in plan for t in op.params()])
+    return SequentialFunction.apply(h, plan, *[t for op in plan for t in op.params()])
 
 
 def _conv_transpose_depthwise(x: Tensor, w: Tensor, b: Tensor, p: int) -> Tensor:
@@ -263,14 +385,15 @@ def _reparam_kl_backward(saved: tuple, gz: Tensor, gkl: float) -> Tensor:
 
 def _bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
     """-log p(x | logits) summed per image, softplus(l) - x l, in a few in-place passes as
-    relu(l) - x l + log(1 + exp(-|l|)); its gradient is sigmoid(l) - x. log1p has no vectorised
-    CPU kernel here (4x slower than log); the two differ by under 6e-8 a pixel."""
+    relu(l) - x l + log(1 + exp(-|l|)); its gradient is sigmoid(l) - x. ``log1p`` has no
+    vectorised CPU kernel here (docs/speed.md); the two differ by under 6e-8 a pixel."""
     nll = logits.abs().neg_().exp_().add_(1).log_()
     return nll.add_(logits.clamp_min(0)).sub_(x * logits).sum(1)
 
 
-def hand_written(vae: Any) -> bool:
-    """Whether ``elbo_backward`` covers ``vae``'s recipe: the study's (MC KL, Bernoulli)."""
+def is_mc_bernoulli(vae: Any) -> bool:
+    """Whether ``vae``'s recipe is the study's (MC KL, Bernoulli): ``elbo_backward`` writes its
+    backward out; other recipes take ``nhwc_elbo`` under autograd."""
     return (vae.kl, vae.likelihood) == ("mc", "bernoulli")
 
 
@@ -278,7 +401,7 @@ def hand_written(vae: Any) -> bool:
 def elbo_backward(vae: Any, x: Tensor, beta: float = 1.0) -> tuple[Tensor, Tensor]:
     """The study recipe's per-image (recon, KL term) of ``vae.elbo(x)``, with the gradient of
     the training loss mean(recon + β KL) put in each parameter's ``.grad``: forward and backward
-    written out, no autograd graph (its recording and engine cost ~0.6 ms a step here)."""
+    written out, no autograd graph."""
     n = len(x)
     pixels, shape = _pixels(x)
     encoder, decoder = _plan(vae.encoder), _plan(vae.decoder)
@@ -302,7 +425,7 @@ def elbo_backward(vae: Any, x: Tensor, beta: float = 1.0) -> tuple[Tensor, Tenso
 
 def nhwc_elbo(vae: Any, x: Tensor) -> tuple[Tensor, Tensor]:
     """``vae.elbo(x)``'s per-image (recon, KL term) through the NHWC layers, for autograd:
-    what the fused step runs for the recipes ``elbo_backward`` does not cover."""
+    what the fast path runs for the recipes ``elbo_backward`` does not write out."""
     n = len(x)
     pixels, shape = _pixels(x)
     h = _run(vae.encoder, pixels.view(shape))
@@ -318,3 +441,27 @@ def _pixels(x: Tensor) -> tuple[Tensor, torch.Size]:
     x_nhwc = x.permute(0, 2, 3, 1)
     pixels = x_nhwc if x_nhwc.is_contiguous() else x_nhwc.contiguous()
     return pixels.reshape(len(x), -1), x_nhwc.shape
+
+
+def first_difference(
+    losses: tuple[Tensor, Tensor],
+    grads: tuple[list[Tensor | None], list[Tensor | None]],
+    names: list[str],
+) -> str | None:
+    """Where the fast step (first of each pair) differs from the reference beyond float
+    summation order: the parameter whose gradient differs most and by how much, else None."""
+    fast_loss, ref_loss = (float(t) for t in losses)
+    if not math.isclose(fast_loss, ref_loss, rel_tol=LOSS_RTOL) or not math.isfinite(fast_loss):
+        return f"the loss differs: {fast_loss:.6g} against {ref_loss:.6g}"
+    worst, where = 0.0, ""
+    for name, fast, ref in zip(names, *grads, strict=True):
+        if (fast is None) != (ref is None):
+            return f"{name} gets a gradient only {'from the reference' if fast is None else 'here'}"
+        if fast is None:
+            continue
+        diff = float((fast - ref).norm()) / max(float(ref.norm()), 1e-30)
+        if not math.isfinite(diff):
+            return f"{name}'s gradient is not finite on one side"
+        if diff > worst:
+            worst, where = diff, name
+    return f"{where}'s gradient differs by {worst:.3g} of its norm" if worst > GRAD_RTOL else None
