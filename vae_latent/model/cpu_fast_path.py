@@ -449,10 +449,8 @@ def first_difference(
     names: list[str],
 ) -> str | None:
     """Where the fast step (first of each pair) differs from the reference beyond float
-    summation order: the parameter whose gradient differs most and by how much, else None."""
-    fast_loss, ref_loss = (float(t) for t in losses)
-    if not math.isclose(fast_loss, ref_loss, rel_tol=LOSS_RTOL) or not math.isfinite(fast_loss):
-        return f"the loss differs: {fast_loss:.6g} against {ref_loss:.6g}"
+    summation order: the parameter whose gradient differs most and by how much, and the loss
+    where it differs too; None where they agree."""
     worst, where = 0.0, ""
     for name, fast, ref in zip(names, *grads, strict=True):
         if (fast is None) != (ref is None):
@@ -464,4 +462,11 @@ def first_difference(
             return f"{name}'s gradient is not finite on one side"
         if diff > worst:
             worst, where = diff, name
-    return f"{where}'s gradient differs by {worst:.3g} of its norm" if worst > GRAD_RTOL else None
+    fast_loss, ref_loss = (float(t) for t in losses)
+    loss_differs = not math.isclose(fast_loss, ref_loss, rel_tol=LOSS_RTOL)
+    loss = f"the loss {fast_loss:.6g} against {ref_loss:.6g}"
+    if worst > GRAD_RTOL:
+        return f"{where}'s gradient differs by {worst:.3g} of its norm" + (
+            f"; {loss}" if loss_differs else ""
+        )
+    return f"{loss}, every gradient within {GRAD_RTOL:g} of its norm" if loss_differs else None
