@@ -114,7 +114,7 @@ class VAEDataModule(L.LightningDataModule):
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
         # Batches are gathered where the model is (the CPU, or the one GPU): nothing to move,
-        # and Lightning's default walks the batch to find that out (~40 µs a step on the CPU).
+        # and Lightning's default walks the batch to find that out (docs/speed.md: around the step).
         if isinstance(batch, (tuple, list)) and all(
             t is None or (isinstance(t, Tensor) and t.device == device) for t in batch
         ):

@@ -66,8 +66,8 @@ class DeviceBatches:
 
     Kept beside DataLoader for one GPU: a sampler yields Python indices, and copying them to the
     GPU each step waits for it; here one ``randperm`` per epoch runs on the device, the split is
-    gathered in that order once, and a batch is a slice of it (on the CPU, 32 rows gathered from
-    all over the split each step cost ~50 µs more than a slice of contiguous memory).
+    gathered in that order once, and a batch is a slice of it (on the CPU too: 32 rows gathered
+    from all over the split each step cost more than a slice of contiguous memory, docs/speed.md).
     """
 
     def __init__(

@@ -133,7 +133,7 @@ def sprite(images: np.ndarray, columns: int | None = None) -> dict[str, Any]:
     mode = "L" if c == 1 else "RGB"
     picture = Image.fromarray(sheet[..., 0] if c == 1 else sheet, mode)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")  # zlib level 6: optimize=True is 5x slower for 1.5%
+    picture.save(buffer, format="PNG")  # zlib level 6, not optimize=True (docs/speed.md)
     return {
         "png": base64.b64encode(buffer.getvalue()).decode("ascii"),
         "count": n,
@@ -379,7 +379,7 @@ def run_data(
     max_points: int = 2000,
     thumbnails: int | None = None,
     seed: int = 0,
-    batch_size: int = 128,  # small chunks stay in cache: 1.6x faster than 1,024 on a 2-core CPU
+    batch_size: int = 128,  # small chunks stay in cache (docs/speed.md)
 ) -> dict[str, Any]:
     """Everything a run page shows, decoded from ``model`` (see DATA LAYOUT in the module doc).
 
