@@ -26,13 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from vae_latent.errors import Interrupted, RunDirBusy, UserError, user_error
 from vae_latent.run.config import conf_dir
 from vae_latent.run.record import record_failure, run_status
+from vae_latent.text import one_line, user_line
 
 log = logging.getLogger("vae_latent")
 
 
 def fail(prog: str, error: object, code: int = 2) -> NoReturn:
     """The one way an app stops on a user's mistake: one line on stderr, then exit ``code``."""
-    print(f"{prog}: error: {error}", file=sys.stderr)
+    print(f"{prog}: error: {user_line(error)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -107,12 +108,13 @@ class SweepEnd(Callback):
 
             try:
                 write_report(sweep_dir, runs)
-                print(f"{self.prog}: report of {len(runs)} runs in {sweep_dir}/report.md")
+                print(f"{self.prog}: report of {len(runs)} runs in {one_line(sweep_dir)}/report.md")
             except OSError as e:
-                print(f"{self.prog}: error: {user_error(e) or e}", file=sys.stderr)
+                print(f"{self.prog}: error: {one_line(user_error(e) or e)}", file=sys.stderr)
         bad = [str((sweep_dir / r["run"]).resolve()) for r in runs if r["status"] != "complete"]
         if bad:
-            print(f"{self.prog}: {len(bad)} job(s) failed: {', '.join(bad)}", file=sys.stderr)
+            failed = one_line(", ".join(bad))
+            print(f"{self.prog}: {len(bad)} job(s) failed: {failed}", file=sys.stderr)
             sys.exit(1)
 
 
@@ -206,5 +208,6 @@ def report_main(argv: list[str] | None = None) -> None:
         fail(prog, user_error(e) or e)
     damaged = [f"{r['run']} ({r['error']})" for r in runs if r["status"] == "damaged"]
     if damaged:
-        print(f"{prog}: damaged runs, reported as such: {'; '.join(damaged)}", file=sys.stderr)
-    print(f"{len(runs)} runs -> {args.dir / 'summary.csv'}, {args.dir / 'report.md'}")
+        damaged_line = one_line("; ".join(damaged))
+        print(f"{prog}: damaged runs, reported as such: {damaged_line}", file=sys.stderr)
+    print(one_line(f"{len(runs)} runs -> {args.dir / 'summary.csv'}, {args.dir / 'report.md'}"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 
+from vae_latent.files import shown
+
 
 class UserError(Exception):
     """A problem with the user's input, configuration or files (not a bug)."""
@@ -57,7 +59,7 @@ def user_error(e: BaseException | None) -> UserError | None:
         if isinstance(e, UserError):
             return e
         if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:
-            where = e.filename or "the run directory"
+            where = shown(e.filename) if e.filename else "the run directory"
             return UserError(f"cannot write {where}: {e.strerror}; free space or choose a writable "
                              "hydra.run.dir, then resume=<run dir>")  # fmt: skip
         e = e.__cause__ or e.__context__

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vae_latent
-from vae_latent.run.checkpoints import load_module
+from vae_latent.run.checkpoints import module_from, read_checkpoint
 
 from ..conftest import read_metrics
 
@@ -23,7 +23,9 @@ def test_a_checkpoint_written_before_the_redesign_loads():
     torch.testing.assert_close(model.encoder[0].weight, saved["encoder.0.weight"])
     torch.testing.assert_close(model.decoder[-1].bias, saved["decoder.7.bias"])
     assert model.sample(3).shape == (3, 1, 28, 28) and not model.training
-    assert load_module(OLD).hparams["init"] == "torch"  # how it was trained, not today's default
+    assert (
+        module_from(read_checkpoint(OLD)).hparams["init"] == "torch"
+    )  # how it was trained, not today's default
 
 
 def test_a_checkpoint_written_before_the_redesign_evaluates(app, data_root, tmp_path):

@@ -11,7 +11,7 @@ from vae_latent.callbacks.outputs import run_label, tested_weights
 from vae_latent.callbacks.test_codes import last_test_codes
 from vae_latent.callbacks.test_metrics import last_test_metrics
 from vae_latent.data.datasets import tier
-from vae_latent.files import save_atomic
+from vae_latent.files import save_atomic, shown
 from vae_latent.latent.explorer import run_data
 from vae_latent.latent.explorer_page import run_page
 
@@ -54,4 +54,4 @@ class Explorer(L.Callback):
         )
         path = Path(trainer.default_root_dir, "explorer.html")
         save_atomic(path, run_page(data).encode())
-        log.info("latent-space explorer: %s (open it in a browser)", path)
+        log.info("latent-space explorer: %s (open it in a browser)", shown(path))

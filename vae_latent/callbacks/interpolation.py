@@ -22,7 +22,7 @@ class ClassInterpolation(LatentPicture):
         super().__init__(every_n_epochs)
         self.pairs, self.steps = pairs, steps
 
-    def check_data(self, datamodule: Any) -> None:
+    def check_data(self, datamodule: Any, tested: int) -> None:
         n = len(datamodule.classes)
         for pair in self.pairs or []:
             if len(pair) != 2 or not all(isinstance(k, int) and 0 <= k < n for k in pair):

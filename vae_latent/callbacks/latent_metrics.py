@@ -11,11 +11,14 @@ import csv
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 
-from vae_latent.files import save_atomic
+from vae_latent.callbacks.test_metrics import check_probe_data
+from vae_latent.errors import DataError
+from vae_latent.files import read_csv_floats, save_atomic
 from vae_latent.latent.codes import Codes, encode_split
 from vae_latent.latent.metrics import active_units, probes
 
@@ -32,6 +35,10 @@ class LatentMetricsLog(L.Callback):
     def _path(self, trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir, "latent_metrics.csv")
 
+    def check_data(self, datamodule: Any, tested: int) -> None:
+        """Its probes (a 5-NN among them) fit on the training split."""
+        check_probe_data(datamodule.splits["train"], "training split", 6, "the 5-NN per epoch")
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The subsets (seeded)."""
         gen = torch.Generator().manual_seed(self.seed)
@@ -45,9 +52,14 @@ class LatentMetricsLog(L.Callback):
         """A resumed run's earlier rows up to its restored epoch (restored after on_fit_start)."""
         self.rows = []
         path = self._path(trainer)
-        if path.is_file():  # resume: keep what the restored epochs logged, drop the rest
-            with open(path, newline="") as f:
-                rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
+        if path.exists():  # resume: keep what the restored epochs logged, drop the rest
+            try:
+                rows = read_csv_floats(path)
+            except (OSError, ValueError) as e:
+                raise DataError(
+                    f"resume: {path} cannot be read ({e}); move it out of the run to start its "
+                    "rows afresh"
+                ) from e
             self.rows = [r for r in rows if r.get("epoch", 0) <= trainer.current_epoch]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -32,12 +32,13 @@ class LatentTraversal(LatentPicture):
         self.max_dims, self.steps, self.span = max_dims, steps, span
         self.reference_index, self.ranges, self.frame_ms = reference_index, ranges, frame_ms
 
-    def check_data(self, datamodule: Any) -> None:
+    def check_data(self, datamodule: Any, tested: int) -> None:
         n = len(datamodule.splits["test"])
-        if not 0 <= self.reference_index < n:
+        if not 0 <= self.reference_index < min(n, tested):
+            scored = "" if tested >= n else f" and the test scores its first {tested:,}"
             raise ConfigError(
                 f"callbacks.latent_traversal.reference_index={self.reference_index} but the test "
-                f"split has {n:,} images; use 0 to {n - 1}"
+                f"split has {n:,} images{scored}; use 0 to {min(n, tested) - 1}"
             )
 
     def draw(self, view: pictures.LatentView) -> tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,10 @@ def run_label(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
 
 def tested_weights(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     """'best-epoch009.ckpt, epoch 10': the checkpoint a test scored, or the current epoch."""
-    if trainer.ckpt_path and pl_module.checkpoint_epoch is not None:
-        return f"{Path(trainer.ckpt_path).name}, epoch {pl_module.checkpoint_epoch}"
+    name = pl_module.checkpoint_name  # a model built from a checkpoint's contents (eval)
+    name = name or (Path(trainer.ckpt_path).name if trainer.ckpt_path else None)
+    if name and pl_module.checkpoint_epoch is not None:
+        return f"{name}, epoch {pl_module.checkpoint_epoch}"
     return f"epoch {trainer.current_epoch}"
 
 
@@ -65,8 +67,21 @@ def write_gif(path: Path, frames: np.ndarray, duration_ms: int) -> None:
     )
 
 
-def check_callbacks(callbacks: list[L.Callback], datamodule: Any) -> None:
-    """The pictures' settings that depend on the data, checked before training or testing."""
-    for callback in callbacks:
+def check_callbacks(trainer: L.Trainer, datamodule: Any) -> None:
+    """The callbacks' settings that depend on the data's real sizes (the files read), checked
+    before the first step: ``check_data(datamodule, tested)``, ``tested`` being the number of
+    test images the test will score."""
+    tested = tested_images(trainer, datamodule)
+    for callback in trainer.callbacks:
         if hasattr(callback, "check_data"):
-            callback.check_data(datamodule)
+            callback.check_data(datamodule, tested)
+
+
+def tested_images(trainer: L.Trainer, datamodule: Any) -> int:
+    """How many test images a test scores under ``trainer.limit_test_batches``."""
+    n, batch = len(datamodule.splits["test"]), datamodule.eval_batch_size
+    limit, batches = trainer.limit_test_batches, -(-n // batch)
+    if limit is None or isinstance(limit, float) and limit >= 1.0:
+        return n
+    count = int(batches * limit) if isinstance(limit, float) else min(int(limit), batches)
+    return min(n, count * batch)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from vae_latent.files import shown
+
 log = logging.getLogger("vae_latent")
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -68,6 +70,9 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")  # always the run's
         super().setup(trainer, pl_module, stage)
+        # Each process its own: Lightning broadcast rank 0's, which may name the folder by the
+        # descriptor rank 0 holds the run by (vae_latent.files.held), meaningless elsewhere.
+        self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
 
     def inside(self, path: Any) -> str | None:
         """``path`` as this run's checkpoint of the same name, if that file exists; else None."""
@@ -78,6 +83,16 @@ class RunCheckpoint(ModelCheckpoint):
         if name in ("", ".", "..") or not mine.is_file() or not _within(mine, self.dirpath):
             return None
         return str(mine)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning's state, its paths named as the user names the run (not through the
+        descriptor the run holds its directory by: ``vae_latent.files.held``)."""
+        state = super().state_dict()
+        for key in ("dirpath", *PATH_KEYS):
+            if isinstance(state.get(key), str):
+                state[key] = shown(state[key])
+        state["best_k_models"] = {shown(k): v for k, v in state.get("best_k_models", {}).items()}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         best_k = {}
@@ -122,12 +137,12 @@ class RunCheckpoint(ModelCheckpoint):
         for path in Path(self.dirpath).glob(f"{glob.escape(prefix)}*{self.FILE_EXTENSION}"):
             ours = (path.is_file() or path.is_symlink()) and _within(path.parent, self.dirpath)
             if ours and str(path) not in kept and path.name != last:
-                log.info("removing %s: a stale checkpoint of an interrupted run", path)
+                log.info("removing %s: a stale checkpoint of an interrupted run", shown(path))
                 path.unlink(missing_ok=True)  # DDP: every rank loads the state
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if not _within(Path(filepath), self.dirpath):  # never outside checkpoints/
-            log.warning("not removing %s: it is not in %s", filepath, self.dirpath)
+            log.warning("not removing %s: it is not in %s", filepath, shown(self.dirpath))
             return
         super()._remove_checkpoint(trainer, filepath)
 

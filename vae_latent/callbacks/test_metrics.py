@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 
 from vae_latent.callbacks.test_codes import last_test_codes
+from vae_latent.errors import ConfigError
 from vae_latent.latent.metrics import score_test_set
 
 
@@ -37,6 +38,13 @@ class TestMetrics(L.Callback):
         }
         self.results: dict[str, Any] = {}
 
+    def check_data(self, datamodule: Any, tested: int) -> None:
+        """The probes fit on the training split and score the tested images: enough of each,
+        of two classes or more."""
+        knn_k = self.settings["knn_k"]
+        check_probe_data(datamodule.splits["train"], "training split", knn_k + 1, "metrics.knn_k")
+        check_probe_data(datamodule.splits["test"], "test split", 3, "the silhouette")
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results = {}
         if not trainer.is_global_zero:
@@ -49,6 +57,19 @@ class TestMetrics(L.Callback):
             scalars = {f"test/{k}": v for k, v in self.results.items() if _number(v)}
             step = pl_module.checkpoint_epoch or trainer.current_epoch
             trainer.logger.log_metrics(scalars, step)
+
+
+def check_probe_data(split: Any, name: str, least: int, why: str) -> None:
+    """A split the probes can fit or score: at least ``least`` images (``why`` needs them), of
+    two classes or more (a linear probe, and a silhouette, need two)."""
+    classes = len(split.labels.unique()) if len(split) else 0
+    if len(split) < least or classes < 2:
+        fix = "lower data.val_size" if name == "training split" else "check the test files"
+        need = f"at least {least} images ({why})" if len(split) < least else "two classes"
+        raise ConfigError(
+            f"the {name} holds {len(split):,} images of {classes} class(es), but the latent "
+            f"metrics' probes need {need}; {fix}"
+        )
 
 
 def _number(value: Any) -> bool:

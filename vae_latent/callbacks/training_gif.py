@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 
 from vae_latent.callbacks.outputs import write_gif
+from vae_latent.files import read_image
 from vae_latent.latent import drawing
 
 
@@ -17,11 +18,9 @@ class TrainingGif(L.Callback):
         self.duration_ms = duration_ms
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import imageio.v3 as iio
-
         frames = sorted(Path(trainer.default_root_dir, "epochs").glob("epoch_*.png"))
         if not trainer.is_global_zero or not frames:
             return
         # A title can widen one epoch's grid ("epoch 10/10", "-100.2"): pad, do not stack.
-        stack = drawing.same_size([iio.imread(f) for f in frames])
+        stack = drawing.same_size([read_image(f) for f in frames])
         write_gif(Path(trainer.default_root_dir, "training.gif"), stack, self.duration_ms)

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import io
 import math
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,20 @@ def check_idx(path: Path, ndim: int, size: int | None = None) -> int:
     return dims[0]
 
 
+def _check_regular(root: Path, name: str) -> None:
+    """Every dataset file that exists is a regular file: torchvision would wait forever on a
+    FIFO, or read a device without end."""
+    for path in expected_files(root, DATASETS[name]):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # missing or unreadable: torchvision's error says which (read_error)
+        if not stat.S_ISREG(mode):
+            raise DataError(
+                f"{name}: {path} is not a regular file; replace it with the dataset's file"
+            )
+
+
 def _check_files(root: Path, info: DatasetInfo, train: bool) -> None:
     """IDX headers against their lengths, before torchvision parses them (if they exist)."""
     if info.channels != 1:
@@ -123,6 +138,7 @@ def read_split(
 
     info = DATASETS[name]
     cls = getattr(torchvision.datasets, info.tv_class)
+    _check_regular(root, name)
     try:
         _check_files(root, info, train)
         # torchvision prints download attempts on stdout; a failure gets our one line.
@@ -130,13 +146,20 @@ def read_split(
             ds = cls(str(root), train=train, download=download)
     except Exception as e:  # any failure to read the files is a data problem: one line
         raise read_error(e, root, name, download) from e
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(ds.classes)):
+        bad = int(labels.min() if labels.min() < 0 else labels.max())
+        raise DataError(
+            f"{name} labels under {root} hold class {bad}, outside 0 to {len(ds.classes) - 1}: "
+            "the file is damaged; copy or download it again"
+        )
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     if channels == "gray" and images.shape[1] == 3:
         images = rgb_to_grayscale(images)
     if binarize:
         images = (images > 127).to(torch.uint8)
-    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes)
+    return images.contiguous(), labels, list(ds.classes)
 
 
 DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from vae_latent.data.datasets import TIER_NAMES
+from vae_latent.files import FileRefused, MiB, plain_tree, read_bytes
 from vae_latent.latent.explorer import SCHEMA
+from vae_latent.text import script_json
 
 ASSETS = Path(__file__).parent / "explorer_assets"
 
@@ -35,9 +37,7 @@ def _script(page: str) -> str:
 
 
 def _json_script(element_id: str, data: Any) -> str:
-    # "</" would end the <script> element early; "<\/" is the same JSON string.
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    return f'<script type="application/json" id="{element_id}">{text}</script>'
+    return f'<script type="application/json" id="{element_id}">{script_json(data)}</script>'
 
 
 def _page(title: str, body: str, data: Any, script: str) -> str:
@@ -166,13 +166,23 @@ DATA_ELEMENT = re.compile(
 )
 
 
+# A run's page is 1-3 MB (docs/run-dir.md); a larger file is not one of ours.
+PAGE_LIMIT = 64 * MiB
+
+
 def read_run(path: str | Path) -> dict[str, Any]:
-    """A run's page data, read back from its ``explorer.html`` (JSON only, nothing executed);
-    ValueError if the page holds none of this schema."""
-    found = DATA_ELEMENT.search(Path(path).read_text(encoding="utf-8"))
-    if found is None:
-        raise ValueError(f"{path}: no explorer data in the page")
-    data = json.loads(found.group(1))
+    """A run's page data, read back from its ``explorer.html`` (JSON only, nothing executed;
+    bounded like every file from elsewhere); ValueError if the page holds none of this schema."""
+    name = Path(path).name
+    try:
+        found = DATA_ELEMENT.search(read_bytes(path, PAGE_LIMIT).decode("utf-8"))
+        if found is None:
+            raise FileRefused(f"{name}: no explorer data in the page")
+        data = plain_tree(json.loads(found.group(1)), name)
+    except UnicodeDecodeError as e:
+        raise FileRefused(f"{name} is not text") from e
+    except RecursionError as e:
+        raise FileRefused(f"{name} nests deeper than this tool's pages do") from e
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not explorer data of schema {SCHEMA}")
+        raise FileRefused(f"{name}: not explorer data of schema {SCHEMA}")
     return data

@@ -58,10 +58,13 @@ def iw_nll(
     """Mean -log p(x) in nats per image over a seeded subset of ``images``, and its standard error.
 
     ``images`` is a tensor or an in-memory split (only the subset is converted to floats); the
-    standard error is over the images (std of the per-image estimates / sqrt(n)).
+    standard error is over the images (std of the per-image estimates / sqrt(n)). With
+    ``codes`` (the test's posteriors), the subset is drawn from the images the test scored:
+    the first ``len(codes)`` of the split (all of them unless the test was limited).
     """
     gen = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(images), generator=gen)[:n_images]
+    scored = len(images) if codes is None else min(len(images), len(codes.means))
+    index = torch.randperm(scored, generator=gen)[:n_images]
     log_px = torch.empty(len(index), dtype=torch.float64)  # allocated once (see encode_split)
     for start in range(0, len(index), batch_size):
         batch = index[start : start + batch_size]
@@ -140,7 +143,7 @@ def score_test_set(
         "iw_nll_se": se,
         "bits_per_dim": None if nll is None else nll / (pixels * math.log(2)),
         "iw_samples": iw_samples,
-        "iw_images": min(iw_images, len(test)),
+        "iw_images": min(iw_images, len(test), len(test_codes.means)),
         "active_units": active_units(test_codes.means),
         "kl_per_dim": [round(v, 4) for v in kl.tolist()],
         **probes(

@@ -81,6 +81,7 @@ class LitVAE(FusedStepHooks, L.LightningModule):
         self._unproven = False  # the fast path's first step is still to be checked
         self._leave_fused: str | None = None  # why the fused step stops after this batch
         self.checkpoint_epoch: int | None = None  # epochs trained by the checkpoint last loaded
+        self.checkpoint_name: str | None = None  # its file name, where built from its contents
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.vae(x)

@@ -45,7 +45,7 @@ def build(cfg: DictConfig, out_dir: Path) -> Built:
     model.choose_step(trainer)  # a step that cannot run is refused before any data is read
     datamodule.prepare_data()  # read (or download) now: bad data fails before training starts
     datamodule.setup("fit")
-    check_callbacks(trainer.callbacks, datamodule)
+    check_callbacks(trainer, datamodule)
     return Built(datamodule, model, trainer, clock)
 
 
@@ -87,12 +87,27 @@ def build_trainer(cfg: DictConfig, out_dir: Path, own: list[L.Callback]) -> L.Tr
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but through a temp file in the checkpoint's own folder.
+    """Lightning's checkpoint reader and writer: writes through a temp file in the checkpoint's
+    own folder, reads through ``read_checkpoint``.
 
     Kept beside Lightning's: its default goes through a system temp file and a copy, so a full
     disk leaves a truncated checkpoint and an error naming /tmp; this leaves the previous file
-    and names ours.
+    and names ours. Every checkpoint Lightning loads (to resume, to test) is read once, bounded
+    and checked like any file from elsewhere; one the run already read and checked (``checked``,
+    by path) is not read again.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: dict[str, dict[str, Any]] = {}
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        from vae_latent.run.checkpoints import read_checkpoint
+
+        checked = self.checked.pop(str(path), None)
+        return checked if checked is not None else read_checkpoint(path)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None

@@ -1,17 +1,24 @@
 """Reading a checkpoint file, which may come from anyone: weights-only, checked, then loaded.
 
-A checkpoint is data. It is unpickled weights-only (tensors and plain types, never objects), its
+A checkpoint is data. It is read once (a regular file, at most ``LIMIT`` bytes), unpickled
+weights-only (tensors and plain types, never objects), its
 hyperparameters go through the same validation as a config (types, choices, bounds: no model of
 10⁹ latent dimensions is ever allocated), and its weights' names and shapes must be those of
-the model its hyperparameters describe, checked on the meta device before anything is built.
+the model its hyperparameters describe, checked on the meta device before anything is built,
+and every tensor in it dense, on the CPU and of the model's dtype (no sparse or meta weights).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from vae_latent.errors import ConfigError, DataError
+from vae_latent.files import GiB, read_bytes
+
+# The largest model the settings allow is far below this (docs/errors.md: bounds).
+LIMIT = 4 * GiB
 
 MODEL = "vae_latent.model.LitVAE"
 DATA = "vae_latent.data.VAEDataModule"
@@ -28,7 +35,11 @@ def read_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = read_bytes(path, LIMIT)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} cannot be read ({e}); pass a run's checkpoints/last.ckpt") from e
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise DataError(
             f"{path} cannot be loaded weights-only ({type(e).__name__}): it is damaged or not a "
@@ -138,7 +149,7 @@ def _check_training_state(path: Any, ckpt: dict[str, Any], shapes: list[tuple[in
             raise damaged(f"Adam's state of weight {index} is not a mapping")
         for name in ("exp_avg", "exp_avg_sq"):
             value = moments.get(name, torch.empty(shape))
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            if not _dense(value) or tuple(value.shape) != shape or not value.is_floating_point():
                 raise damaged(f"Adam's {name} of weight {index} does not fit its shape {shape}")
     if why := rng_states_problem(ckpt.get("rng_states")):
         raise damaged(f"rng_states {why}")
@@ -154,11 +165,14 @@ def _check_weights(path: Any, ckpt: dict[str, Any]) -> list[tuple[int, ...]]:
     with torch.device("meta"):  # no memory: only the shapes
         expected = LitVAE(**ckpt["hyper_parameters"])
     state = ckpt["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{path}: state_dict is not a mapping of tensors; it is damaged")
+    if not isinstance(state, dict) or not all(_dense(v) for v in state.values()):
+        raise DataError(
+            f"{path}: state_dict is not a mapping of dense tensors on the CPU (sparse or meta "
+            "tensors); it is damaged"
+        )
     expected.on_load_checkpoint({"state_dict": (state := dict(state))})  # older weight names
-    want = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in state.items()}
+    want = {k: (tuple(v.shape), v.dtype) for k, v in expected.state_dict().items()}
+    have = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
     if want != have:
         wrong = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
         raise DataError(
@@ -168,12 +182,26 @@ def _check_weights(path: Any, ckpt: dict[str, Any]) -> list[tuple[int, ...]]:
     return [tuple(p.shape) for p in expected.parameters()]
 
 
-def load_module(path: str | Path) -> Any:
-    """The LitVAE of a checked checkpoint, on the CPU, in eval mode."""
+def _dense(value: Any) -> bool:
+    """A plain CPU tensor: not sparse, meta or quantized (its dtype is checked against the
+    model's where it has one)."""
+    import torch
+
+    return (
+        isinstance(value, torch.Tensor)
+        and value.layout == torch.strided
+        and value.device.type == "cpu"
+        and not value.is_quantized
+    )
+
+
+def module_from(ckpt: dict[str, Any], name: str | None = None) -> Any:
+    """The LitVAE of a checkpoint ``read_checkpoint`` checked, on the CPU, in eval mode;
+    ``name``, the checkpoint's file name, is what the pictures' titles say they show."""
     from vae_latent.model import LitVAE
     from vae_latent.run.keys import RUN_KEYS
 
-    hparams = read_checkpoint(path)["hyper_parameters"]
+    hparams = ckpt["hyper_parameters"]
     # A checkpoint written before a model setting existed was trained with its legacy value,
     # which need not be today's default (model.init).
     legacy = {
@@ -181,11 +209,16 @@ def load_module(path: str | Path) -> Any:
         for k in RUN_KEYS
         if k.section == "model" and k.legacy is not None and k.leaf not in hparams
     }
-    return LitVAE.load_from_checkpoint(path, map_location="cpu", weights_only=True, **legacy).eval()
+    module = LitVAE(**hparams, **legacy)
+    module.on_load_checkpoint(ckpt)  # older weight names; the epoch the weights are from
+    module.load_state_dict(ckpt["state_dict"])
+    module.checkpoint_name = name
+    return module.eval()
 
 
 def load(path: str | Path) -> Any:
-    """A trained ConvVAE in eval mode from a checkpoint file alone (weights-only, checked)."""
-    module = load_module(path)
+    """A trained ConvVAE in eval mode from a checkpoint file alone (read once, weights-only,
+    checked)."""
+    module = module_from(read_checkpoint(path))
     module.vae.checkpoint_epoch = module.checkpoint_epoch
     return module.vae

@@ -75,12 +75,14 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from vae_latent.data.datasets import DATASETS, image_shape
     from vae_latent.latent import pictures
     from vae_latent.run.build import build_trainer
-    from vae_latent.run.checkpoints import load_module, read_checkpoint
+    from vae_latent.run.checkpoints import module_from, read_checkpoint
 
     ckpt_path = Path(str(cfg.ckpt)).expanduser().resolve()
-    if not ckpt_path.is_file():
+    if not ckpt_path.exists():
         raise DataError(f"ckpt={cfg.ckpt}: no such file; pass a run's checkpoints/last.ckpt")
-    raw = read_checkpoint(ckpt_path)  # checked before anything is built or read
+    # Read once, checked before anything is built or read: the weights tested, the settings
+    # recorded and the pictures all come from these bytes, whatever happens to the file.
+    raw = read_checkpoint(ckpt_path)
     trained = dict(raw.get("datamodule_hyper_parameters") or {})
     expected = tuple(raw["hyper_parameters"]["image_shape"])
     settings = data_settings(cfg, trained)
@@ -92,7 +94,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"dataset={settings['name']} channels={settings['channels']} gives "
             f"{shape_text(shape)}; pick data of the same shape"
         )
-    model = load_module(ckpt_path)
+    model = module_from(raw, ckpt_path.name)
     trainer = build_trainer(cfg, out_dir, [])
     datamodule = instantiate(cfg.data, **settings)
     own = (
@@ -106,11 +108,9 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         datamodule.model_trained_on = DATASETS[trained["name"]].display + trained_channels
     datamodule.prepare_data()
     datamodule.setup("test")
-    check_callbacks(trainer.callbacks, datamodule)
+    check_callbacks(trainer, datamodule)
     start = time.perf_counter()
-    (test,) = trainer.test(
-        model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False, weights_only=True
-    )
+    (test,) = trainer.test(model, datamodule=datamodule, verbose=False)
     latent = last_test_metrics(trainer)  # scored at the end of the test
     epoch = model.checkpoint_epoch
     if cfg.sample.n > 0:

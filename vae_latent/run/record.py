@@ -9,6 +9,7 @@ from typing import Any
 
 from vae_latent.files import read_json, write_json
 from vae_latent.run.keys import RUN_KEYS, from_config, from_objects
+from vae_latent.text import user_line
 
 STATUSES = ("complete", "failed", "incomplete")
 
@@ -52,26 +53,48 @@ def run_record(
 
 
 def record_failure(run_dir: Path, cfg: Any, error: str, **progress: Any) -> None:
-    """metrics.json marked failed, with the one-line reason (best effort: the disk may be full)."""
-    record = {"status": "failed", "error": error}
+    """metrics.json marked failed, with the one-line reason (best effort: the disk may be full).
+
+    The run's last complete record, if it had one (a complete run trained further, then stopped
+    or failed), is kept under ``previous``: a failed continuation never loses it.
+    """
+    record = {"status": "failed", "error": user_line(error)}
     record |= {key.name: from_config(cfg, key) for key in RUN_KEYS}
+    previous = last_complete(read_record(run_dir)[2])
     with contextlib.suppress(OSError):
-        write_json(Path(run_dir, "metrics.json"), {**record, **progress})
+        kept = {"previous": previous} if previous else {}
+        write_json(Path(run_dir, "metrics.json"), {**record, **progress, **kept})
 
 
-def run_status(run_dir: Path) -> tuple[str, str]:
-    """(status, error) of a run from its metrics.json: complete, failed, incomplete or damaged."""
+def read_record(run_dir: Path) -> tuple[str, str, dict[str, Any] | None]:
+    """(status, error, record) of a run from its metrics.json, read once: complete, failed,
+    incomplete or damaged (a file that is not a regular one, too large, or not a record)."""
     path = Path(run_dir, "metrics.json")
-    if not path.is_file():
-        return "incomplete", "no metrics.json (stopped early?)"
+    if not path.exists():
+        return "incomplete", "no metrics.json (stopped early?)", None
     try:
         record = read_json(path)
     except (OSError, ValueError) as e:
-        return "damaged", str(e)
+        return "damaged", str(e), None
     status = record.get("status")
     if status not in STATUSES:
-        return "damaged", f"metrics.json has no known status ({status!r})"
-    return status, str(record.get("error", ""))
+        return "damaged", f"metrics.json has no known status ({status!r})", None
+    return status, str(record.get("error", "")), record
+
+
+def run_status(run_dir: Path) -> tuple[str, str]:
+    """(status, error) of a run from its metrics.json (``read_record``)."""
+    return read_record(run_dir)[:2]
+
+
+def last_complete(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last complete record in ``record``: itself, or the one it keeps under ``previous``."""
+    if record is None:
+        return None
+    if record.get("status") == "complete":
+        return record
+    previous = record.get("previous")
+    return previous if isinstance(previous, dict) and previous.get("status") == "complete" else None
 
 
 def versions() -> dict[str, str]:

@@ -14,14 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.errors import ConfigError
-from vae_latent.files import read_json, write_json
+from vae_latent.files import read_yaml, write_json
 from vae_latent.run.config import conf_dir
 from vae_latent.run.keys import RunKey, fits, from_config, identity_keys
-from vae_latent.run.record import run_status
+from vae_latent.run.record import last_complete, read_record
 
 # Hydra's command-line flags that take a value as the next argument.
 VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
@@ -182,9 +181,9 @@ def _legacy_values(run_dir: Path, overrides: list[str]) -> list[str]:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except Exception as e:
-        raise ConfigError(f"{path} cannot be read ({type(e).__name__}); it is damaged") from e
+        return read_yaml(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} cannot be read ({e}); it is damaged") from e
 
 
 ABSENT = object()
@@ -247,12 +246,10 @@ def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
                 f"checkpoint cannot continue with another architecture, data or recipe; {fix} "
                 "in another hydra.run.dir instead"
             )
-    status, _ = run_status(run_dir)
-    if status == "complete":
-        record = read_json(Path(run_dir, "metrics.json"))
-        if not _trains_further(saved, cfg, record):
-            print(f"{run_dir} is complete (metrics.json): nothing to train", flush=True)
-            return record
+    status, _, record = read_record(run_dir)
+    if status == "complete" and not _trains_further(saved, cfg, record):
+        print(f"{run_dir} is complete (metrics.json): nothing to train", flush=True)
+        return record
     return None
 
 
@@ -299,11 +296,11 @@ def mark_resumed(run_dir: Path) -> None:
     """Before a resumed run rewrites .hydra/: its record says incomplete, so that a resume killed
     now is finished by the next one (the earlier complete record is kept under ``previous``)."""
     remove_stale_temp_files(run_dir)  # first: a planted .metrics.json.tmp link is not written
-    path = Path(run_dir, "metrics.json")
-    status, _ = run_status(run_dir)
-    previous = read_json(path) if status == "complete" else None
+    previous = last_complete(read_record(run_dir)[2])
     record = {"status": "incomplete", "error": "resumed; not finished yet"}
-    write_json(path, {**record, "previous": previous} if previous else record)
+    write_json(
+        Path(run_dir, "metrics.json"), {**record, "previous": previous} if previous else record
+    )
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

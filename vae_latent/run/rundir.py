@@ -1,4 +1,10 @@
-"""A run directory owned by one process: its lock, its .hydra/ record and its log file."""
+"""A run directory owned by one process: its lock, its .hydra/ record and its log file.
+
+The process holds the directory itself, not its name: every file of the run is read and written
+through ``RunDir.root``, the held directory (``/proc/self/fd/N`` on Linux), so a run folder
+renamed, or swapped for a link, while the run is going on still receives the run's files, and
+nothing is written where the link points.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from vae_latent.errors import RunDirBusy
-from vae_latent.files import save_atomic
+from vae_latent.files import held, save_atomic
+from vae_latent.text import OneLineFormatter
 
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
 log = logging.getLogger(__name__)
@@ -51,6 +58,11 @@ class RunDirLock:
             return
         self._fd = fd
 
+    @property
+    def fd(self) -> int | None:
+        """The open descriptor of the locked directory, or None where there is no lock."""
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
@@ -78,14 +90,17 @@ def process_rank() -> int:
 class RunDir:
     """A run directory this process holds the lock of; ``start`` writes .hydra/, opens the log.
 
-    In a process of rank > 0 it holds no lock and writes nothing: rank 0 owns the directory.
+    ``path`` is its name, for messages; ``root`` the held directory, for every file (the same
+    path where the directory cannot be held: no lock, or no /proc). In a process of rank > 0
+    it holds no lock and writes nothing: rank 0 owns the directory.
     """
 
-    def __init__(self, path: Path, writer: bool = True) -> None:
+    def __init__(self, path: Path, writer: bool = True, fd: int | None = None) -> None:
         self.path = Path(path)
         self.writer = writer
+        self.root = held(self.path, fd)
         # An earlier run is there: touch it only once the new one starts (rank 0 decides).
-        self.existing = writer and has_run(self.path)
+        self.existing = writer and has_run(self.root)
         self._log: logging.Handler | None = None
 
     def start(self, files: dict[str, Any]) -> None:
@@ -93,10 +108,10 @@ class RunDir:
         if not self.writer:
             return
         for name, content in files.items():
-            save_atomic(self.path / ".hydra" / name, OmegaConf.to_yaml(content).encode())
+            save_atomic(self.root / ".hydra" / name, OmegaConf.to_yaml(content).encode())
         if self._log is None:
-            self._log = logging.FileHandler(self.path / "cli.log", delay=True)
-            self._log.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+            self._log = logging.FileHandler(self.root / "cli.log", delay=True)
+            self._log.setFormatter(OneLineFormatter(LOG_FORMAT, "%H:%M:%S"))
             logging.getLogger().addHandler(self._log)
 
     def close(self) -> None:
@@ -113,7 +128,7 @@ def claimed(path: Path) -> Iterator[RunDir]:
     lock = RunDirLock(path)
     if writer:
         lock.acquire()
-    run_dir = RunDir(path, writer)
+    run_dir = RunDir(path, writer, lock.fd)
     try:
         yield run_dir
     except OSError as e:

@@ -44,7 +44,7 @@ def train(
         if not run_dir.existing:  # a new run: its config and log come first, as Hydra's would
             run_dir.start(files)
         validate(cfg)
-        if run_dir.existing and (done := resuming.check_continuation(cfg, run_dir.path)):
+        if run_dir.existing and (done := resuming.check_continuation(cfg, run_dir.root)):
             return done
         return _fit_and_score(cfg, run_dir, resume, files)
 
@@ -54,12 +54,15 @@ def _fit_and_score(
 ) -> dict[str, Any]:
     from vae_latent.run.checkpoints import read_checkpoint
 
-    out_dir = run_dir.path
+    out_dir = run_dir.root  # the held directory: every file of the run goes through it
     last = out_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if resume and last.is_file() else None
-    if resume_from:
-        resuming.check_checkpoint_hparams(read_checkpoint(last, resume=True), cfg, last)
+    checked = read_checkpoint(last, resume=True) if resume_from else None  # before any data
+    if checked is not None:
+        resuming.check_checkpoint_hparams(checked, cfg, last)
     run = build(cfg, out_dir)
+    if checked is not None:  # read once: Lightning restores from the contents checked
+        run.trainer.strategy.checkpoint_io.checked[resume_from] = checked
     trainer = run.trainer
     if run_dir.existing and run_dir.writer:  # the resumed run starts now
         resuming.mark_resumed(out_dir)  # stale temp files cleaned first
@@ -67,7 +70,7 @@ def _fit_and_score(
     if trainer.logger:  # hparams.yaml now; the metric comes with them at the end
         trainer.logger.log_hyperparams(run_hparams(cfg))
     try:
-        return _fit_test_record(cfg, out_dir, run, resume_from)
+        return _fit_test_record(cfg, out_dir, run, resume_from, run_dir.path)
     except BaseException as e:
         signal_name, cause = _interruption(e), user_error(e)
         where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
@@ -83,7 +86,7 @@ def _fit_and_score(
             )
         if signal_name:
             code = 143 if signal_name == "SIGTERM" else 130  # 128 + the signal, as shells do
-            raise Interrupted(f"{error}; continue with resume={out_dir}", code) from e
+            raise Interrupted(f"{error}; continue with resume={run_dir.path}", code) from e
         raise
 
 
@@ -102,7 +105,7 @@ def _interruption(e: BaseException) -> str | None:
 
 
 def _fit_test_record(
-    cfg: DictConfig, out_dir: Path, run: Built, resume_from: str | None
+    cfg: DictConfig, out_dir: Path, run: Built, resume_from: str | None, name: Path
 ) -> dict[str, Any]:
     from vae_latent.callbacks.test_metrics import last_test_metrics
 
@@ -161,7 +164,7 @@ def _fit_test_record(
         record["test_recon"],
         record["test_kl"],
         record["images_per_second"] or 0.0,
-        out_dir,
+        name,
     )
     return record
 

@@ -28,6 +28,10 @@ from vae_latent.errors import ConfigError
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 MAX_LATENT_DIM = 1024  # the model's size, and each picture's, grows with it
 MAX_BATCH = 65_536  # larger batches only exhaust memory: an epoch has at most 60,000 images
+GIF_MS = 655_350  # a GIF frame's delay is 16 bits of 1/100 s
+MAX_PIXELS = 40_000_000  # a picture the tool draws (the default epoch grid: ~0.2 Mpx)
+# The IW estimate draws iw_samples latent codes for IW_BATCH images at once, twice (eps and z).
+IW_BATCH, IW_BYTES = 50, 2 << 30
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,14 @@ RANGES: dict[str, dict[str, Rule]] = {
         "seed": SEED,
         "scale": count(1, 16),
     },
-    "vae_latent.callbacks.TrainingGif": {"duration_ms": count(1)},
+    "vae_latent.callbacks.TrainingGif": {"duration_ms": count(1, GIF_MS)},
     "vae_latent.callbacks.LatentManifold": {"size": count(2, 100), "every_n_epochs": EVERY},
     "vae_latent.callbacks.LatentTraversal": {
         "max_dims": count(1, MAX_LATENT_DIM),
         "steps": count(2, 100),
         "span": POSITIVE,
         "reference_index": count(0),
-        "frame_ms": count(1),
+        "frame_ms": count(1, GIF_MS),
         "every_n_epochs": EVERY,
     },
     "vae_latent.callbacks.LatentScatter": {"every_n_epochs": EVERY},
@@ -263,7 +267,7 @@ def _bounds(rule: Rule) -> str:
 
 def _cross_checks(cfg: dict[str, Any], app: str) -> None:
     """Settings that are fine alone but not together, or not on this machine."""
-    from vae_latent.data.datasets import DATASETS
+    from vae_latent.data.datasets import DATASETS, image_shape
 
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
     name, channels = data.get("name"), data.get("channels")
@@ -289,8 +293,51 @@ def _cross_checks(cfg: dict[str, Any], app: str) -> None:
         train_images = info.train_size - (val_size or 0) * (protocol == "validation")
         _check_train_fraction(trainer.get("limit_train_batches"), train_images, data, name)
     _check_trainer(trainer, fused=model.get("step") == "fused")
+    if app == "train" and trainer.get("limit_test_batches") == 0:
+        raise ConfigError(
+            "trainer.limit_test_batches=0 would test nothing, and a run's record is its test; "
+            "remove it (or use a positive value)"
+        )
+    if info:
+        _check_work_sizes(cfg, image_shape(name, channels) if channels else None)
     accelerator = trainer.get("accelerator", cfg.get("accelerator"))
     check_accelerator(accelerator, "trainer.accelerator" if app == "train" else "accelerator")
+
+
+def _check_work_sizes(cfg: dict[str, Any], shape: tuple[int, int, int] | None) -> None:
+    """Settings whose product sizes memory or a picture: each alone is within its bounds."""
+    latent = (cfg.get("model") or {}).get("latent_dim")
+    k = (cfg.get("metrics") or {}).get("iw_samples")
+    if _ints(latent, k) and 2 * k * IW_BATCH * latent * 4 > IW_BYTES:
+        most = IW_BYTES // (2 * IW_BATCH * latent * 4)
+        raise ConfigError(
+            f"metrics.iw_samples={k} with model.latent_dim={latent} draws {k:,} × {IW_BATCH} × "
+            f"{latent} latent codes at once ({2 * k * IW_BATCH * latent * 4 / 2**30:.0f} GiB); use "
+            f"metrics.iw_samples ≤ {most:,} at this latent size"
+        )
+    if shape is None:
+        return
+    cell = (shape[1] + 2) * (shape[2] + 2)  # an image and its share of the grid's padding
+    callbacks = cfg.get("callbacks") or {}
+    grid = callbacks.get("epoch_grid") or {}
+    n, scale = grid.get("n_images", 16), grid.get("scale", 3)
+    if _ints(n, scale) and 3 * n * cell * scale**2 > MAX_PIXELS:
+        raise ConfigError(
+            f"callbacks.epoch_grid.n_images={n} at scale={scale} draws a picture of "
+            f"{3 * n * cell * scale**2 / 1e6:,.0f} million pixels (at most {MAX_PIXELS // 10**6} "
+            "million); lower n_images or scale"
+        )
+    traversal = callbacks.get("latent_traversal") or {}
+    dims, steps = traversal.get("max_dims", 10), traversal.get("steps", 11)
+    if _ints(dims, steps, latent) and min(dims, latent) * steps * cell * 4 > MAX_PIXELS:
+        raise ConfigError(
+            f"callbacks.latent_traversal.max_dims={dims} × steps={steps} draws "
+            f"{min(dims, latent) * steps:,} decoded images in one picture; lower max_dims or steps"
+        )
+
+
+def _ints(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
 
 
 def _check_train_fraction(limit: Any, images: int, data: dict[str, Any], name: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vae_latent.data.datasets import TIER_NAMES  # noqa: E402
-from vae_latent.files import save_atomic  # noqa: E402
+from vae_latent.files import read_csv_floats, read_image, save_atomic  # noqa: E402
 from vae_latent.study.runs import METRICS  # noqa: E402
 from vae_latent.study.stats import (  # noqa: E402
     INTERPRETABILITY,
@@ -24,6 +23,7 @@ from vae_latent.study.stats import (  # noqa: E402
     run_order,
     varies_capacity,
 )
+from vae_latent.text import plot_text  # noqa: E402
 
 SHOWN = ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]
 # Per-epoch latent metrics (latent_metrics.csv of each run) and their axis labels.
@@ -108,7 +108,8 @@ def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> N
             pts = sorted((z, v[t]) for (r, z), v in by_key.items() if r == recipe and t in v)
             if pts:
                 zs, stats = zip(*pts, strict=True)
-                _errorbar(ax, zs, stats, TIER_NAMES[t] + (f" ({recipe})" if recipe else ""))
+                label = TIER_NAMES[t] + (f" ({plot_text(recipe)})" if recipe else "")
+                _errorbar(ax, zs, stats, label)
     sizes = sorted({z for _, z in by_key})
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(z) for z in sizes])
@@ -122,7 +123,7 @@ def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]], tiers:
         present = [t for t in tiers if t in by_tier]
         xs = [tiers.index(t) for t in present]
         stats = [by_tier[t] for t in present]
-        _errorbar(ax, xs, stats, recipe or None)
+        _errorbar(ax, xs, stats, plot_text(recipe) if recipe else None)
     ax.set_xticks(range(len(tiers)), [TIER_NAMES[t] for t in tiers], rotation=15)
     ax.set_xlim(-0.4, len(tiers) - 0.6)
     ax.set_xlabel("tier (data complexity →)")
@@ -144,7 +145,7 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
             for t in [t for t in TIER_ORDER if t in by_tier]:
                 params, stats = zip(*by_tier[t], strict=True)
                 name = TIER_NAMES[t] + (f", z={z}" if len({q for _, q in by_key}) > 1 else "")
-                name += f" ({recipe})" if recipe else ""
+                name += f" ({plot_text(recipe)})" if recipe else ""
                 style = {"color": colours[t], "linestyle": styles[k % len(styles)]}
                 _errorbar(ax, params, stats, name, **style)
         sizes = sorted({p for by_tier in by_key.values() for v in by_tier.values() for p, _ in v})
@@ -162,6 +163,11 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
     return True
 
 
+def _tier(tier: str) -> str:
+    """A tier's name; a dataset this tool does not know, as the run's files name it (escaped)."""
+    return TIER_NAMES.get(tier) or plot_text(tier)
+
+
 def _count(n: int) -> str:
     """70k, 1.2M: a parameter count as a tick label."""
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
@@ -169,14 +175,9 @@ def _count(n: int) -> str:
 
 def read_epoch_metrics(run_dir: Path) -> list[dict[str, float]]:
     """A run's latent_metrics.csv as rows of floats (empty if it has none or it is damaged)."""
-    path = run_dir / "latent_metrics.csv"
     try:
-        with open(path, newline="") as f:
-            return [
-                {k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(f)
-            ]
-    except (OSError, ValueError, csv.Error):
+        return read_csv_floats(run_dir / "latent_metrics.csv")
+    except (OSError, ValueError):
         return []
 
 
@@ -193,9 +194,7 @@ def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bo
     for ax, (metric, label) in zip(axes.flat, EPOCH_METRICS.items(), strict=True):
         shown: set[str] = set()
         for r, metrics in runs:
-            name = f"{TIER_NAMES.get(r['tier'], r['tier'])}" + (
-                f", z={r['latent_dim']}" if len(sizes) > 1 else ""
-            )
+            name = _tier(r["tier"]) + (f", z={r['latent_dim']}" if len(sizes) > 1 else "")
             ax.plot(
                 [m["epoch"] for m in metrics],
                 [m.get(metric, float("nan")) for m in metrics],
@@ -236,8 +235,6 @@ def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> boo
 
     All three come from the checkpoint the run's metrics.json scores (drawn after its test).
     """
-    import imageio.v3 as iio
-
     runs = sorted((r for r in rows if r["status"] == "complete"), key=run_order)
     if not runs:
         return False
@@ -250,12 +247,14 @@ def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> boo
             row_axes, [d / "grid.png", latent, d / "latent_scatter.png"], strict=True
         ):
             ax.axis("off")
-            if file.is_file():
-                ax.imshow(iio.imread(file))
-            else:
+            try:
+                ax.imshow(read_image(file))
+            except FileNotFoundError:
                 ax.text(0.5, 0.5, "not drawn (callbacks off?)", ha="center", va="center")
+            except (OSError, ValueError) as e:  # a picture from elsewhere: named, not shown
+                ax.text(0.5, 0.5, plot_text(f"not shown: {e}"), ha="center", va="center")
         row_axes[0].set_title(
-            f"{TIER_NAMES.get(r['tier'], r['tier'])}, latent {r['latent_dim']}, seed {r['seed']}",
+            f"{_tier(r['tier'])}, latent {r['latent_dim']}, seed {r['seed']}",
             loc="left",
             fontsize=14,
         )

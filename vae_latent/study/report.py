@@ -26,6 +26,7 @@ from vae_latent.study.stats import (
     varying_recipe,
     within_one_std,
 )
+from vae_latent.text import csv_cell, markdown_code, markdown_text
 
 # The metrics of report.md's tables, in their order.
 MARKDOWN_COLUMNS = [
@@ -82,13 +83,14 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
             try:
                 pages.append(read_run(page))
             except (OSError, ValueError) as e:  # a page from elsewhere: data, or nothing
-                unread.append(f"`{r['run']}` ({e})")
+                unread.append(f"{markdown_code(r['run'])} ({markdown_text(e)})")
     if not pages:
         return None
     try:
         html = sweep_page(pages, title=f"Latent-space explorer — {sweep_dir.name}")
     except (KeyError, TypeError, ValueError) as e:
-        return f"The sweep's explorer page could not be built ({type(e).__name__}: {e})."
+        why = markdown_text(f"{type(e).__name__}: {e}")
+        return f"The sweep's explorer page could not be built ({why})."
     save_atomic(sweep_dir / "explorer.html", html.encode())
     runs = f"{len(pages)} run" + ("s" if len(pages) != 1 else "")
     line = (
@@ -108,8 +110,9 @@ def csv_text(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows({"kind": "run", **r} for r in rows)
-    writer.writerows(groups)
+    # Every string is a cell a spreadsheet shows as text (a run's error or dataset may be anyone's).
+    writer.writerows({k: csv_cell(v) for k, v in {"kind": "run", **r}.items()} for r in rows)
+    writer.writerows({k: csv_cell(v) for k, v in g.items()} for g in groups)
     return out.getvalue()
 
 
@@ -130,7 +133,12 @@ def stat_text(stat: Stat) -> str:
 def _where(key: tuple[str, int]) -> str:
     """'latent 2', or 'latent 2, study protocol' when the sweep mixes recipes (``grouped``)."""
     recipe, z = key
-    return f"latent {z}" + (f", {recipe}" if recipe else "")
+    return f"latent {z}" + (f", {markdown_text(recipe)}" if recipe else "")
+
+
+def _tier(tier: str) -> str:
+    """A tier's name; a dataset this tool does not know, as the run's file names it, escaped."""
+    return TIER_NAMES.get(tier) or markdown_text(tier)
 
 
 def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -140,11 +148,11 @@ def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
         label, higher = METRICS[metric]
         for key, by_tier in grouped(rows, metric).items():
             order = sorted(by_tier, key=lambda t: by_tier[t].mean, reverse=higher)
-            text = f"{TIER_NAMES.get(order[0], order[0])} ({stat_text(by_tier[order[0]])})"
+            text = f"{_tier(order[0])} ({stat_text(by_tier[order[0]])})"
             for prev, t in zip(order, order[1:], strict=False):
                 a, b = by_tier[prev], by_tier[t]
                 sign = "=" if a.mean == b.mean else "≈" if within_one_std(a, b) else ">"
-                text += f" {sign} {TIER_NAMES.get(t, t)} ({stat_text(b)})"
+                text += f" {sign} {_tier(t)} ({stat_text(b)})"
             lines.append(f"- **{label}**, {_where(key)}: {text}")
     return lines
 
@@ -263,9 +271,10 @@ def best_trial_lines(rows: list[dict[str, Any]], sweep_dir: Path) -> list[str]:
         return []
     value, params, run = best
     params_text = ", ".join(
-        f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`" for k, v in params.items()
+        markdown_code(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+        for k, v in params.items()
     )
-    where = f" (run `{run}`)" if run else ""
+    where = f" (run {markdown_code(run)})" if run else ""
     return [
         "## Best trial (Optuna)",
         "",
@@ -283,7 +292,7 @@ def _table(cols: list[str], cells: list[list[str]]) -> list[str]:
 
 def _cell(row: dict[str, Any], column: str) -> str:
     value = row.get(column)
-    return f"{value:.3g}" if column == "lr" and value else fmt(value)
+    return f"{value:.3g}" if column == "lr" and value else markdown_text(fmt(value))
 
 
 def runs_table(rows: list[dict[str, Any]], recipe: list[str]) -> list[str]:
@@ -339,13 +348,13 @@ def markdown(
         "",
     ]
     problems = [
-        f"- `{r['run']}`: **{r['status']}** — {r['error']}"
+        f"- {markdown_code(r['run'])}: **{r['status']}** — {markdown_text(r['error'])}"
         for r in rows
         if r["status"] != "complete"
     ]
     damaged = f", {counts['damaged']} damaged" if counts["damaged"] else ""
     text = [
-        f"# Sweep report: `{sweep_dir}`",
+        f"# Sweep report: {markdown_code(sweep_dir)}",
         "",
         f"{len(rows)} runs: {counts['complete']} complete, {counts['failed']} failed, "
         f"{counts['incomplete']} incomplete{damaged}. Every number is from the run's "

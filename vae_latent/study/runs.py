@@ -13,13 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vae_latent.data.datasets import tier
 from vae_latent.errors import ConfigError
-from vae_latent.files import read_json
+from vae_latent.files import read_yaml
 from vae_latent.run.keys import RUN_KEYS, fits, names, not_the_experiment
-from vae_latent.run.record import run_status
+from vae_latent.run.record import read_record
 from vae_latent.run.resume import ABSENT, saved_value
 
 # name -> (label, higher is better)
@@ -43,22 +41,21 @@ METRICS: dict[str, tuple[str, bool]] = {
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """One row: the run's keys, every metric, and its status (see ``run_status``)."""
+    """One row: the run's keys, every metric, and its status (see ``read_record``)."""
     row: dict[str, Any] = {"run": "", **dict.fromkeys(names()), **dict.fromkeys(METRICS)}
     row.update(config="", tier="?", nll_comparable=False, kl_per_dim="null", error="")
     try:
-        saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        saved = read_yaml(run_dir / ".hydra" / "config.yaml")
         if not isinstance(saved, dict):
             raise ValueError("not a mapping")
         row.update({key.name: _saved(saved, key) for key in RUN_KEYS})
         row["config"] = config_id(saved)
         if bad := next((k for k in RUN_KEYS if not _plain(k, row[k.name])), None):
             raise ValueError(f"{bad.path}={row[bad.name]!r} is not a {bad.kind.__name__}")
-    except (OSError, ValueError, ConfigError, yaml.YAMLError) as e:
+    except (OSError, ValueError, ConfigError) as e:
         return {**row, "status": "damaged", "error": f".hydra/config.yaml: {_short(e)}"}
-    row["status"], row["error"] = run_status(run_dir)
-    if row["status"] in ("complete", "failed"):
-        metrics = read_json(run_dir / "metrics.json")
+    row["status"], row["error"], metrics = read_record(run_dir)
+    if metrics is not None and row["status"] in ("complete", "failed"):
         wrong = [k.name for k in RUN_KEYS if not _plain(k, metrics.get(k.name))]
         wrong += [k for k in METRICS if not _number_or_none(metrics.get(k))]
         if wrong:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from vae_latent.data.datasets import TIERS
+from vae_latent.files import read_yaml
 from vae_latent.run.keys import names, recipe_names
 from vae_latent.study.runs import METRICS
 
@@ -216,17 +216,27 @@ def degradation(by_tier: dict[str, Stat]) -> tuple[int, int, int]:
     return falls, rises, within
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def best_trial(
     rows: list[dict[str, Any]], sweep_dir: Path
 ) -> tuple[float, dict, str | None] | None:
     """Optuna's best value and parameters (optimization_results.yaml), and the run behind it."""
     path = sweep_dir / "optimization_results.yaml"
-    if not path.is_file():
+    if not path.exists():
         return None
-    result = OmegaConf.to_container(OmegaConf.load(path))
-    if "best_params" not in result:  # a multi-objective study has a Pareto front instead
+    try:
+        result = read_yaml(path)
+    except (OSError, ValueError):
         return None
-    value = float(result["best_value"])
+    if not isinstance(result, dict) or "best_params" not in result:  # multi-objective: a front
+        return None
+    value, params = result.get("best_value"), result["best_params"]
+    if not _finite(value) or not isinstance(params, dict):
+        return None  # not Optuna's record of one best trial: nothing to report from it
+    params = {k: v for k, v in params.items() if isinstance(v, (str, int, float, bool))}
     run = next(
         (
             r["run"]
@@ -236,4 +246,4 @@ def best_trial(
         ),
         None,
     )
-    return value, result["best_params"], run
+    return float(value), params, run
