@@ -19,7 +19,7 @@ ALLOWED = {
     "study": {"run", "latent", "data", "errors", "files", "text"},
     "__init__": {"run", "model"},
     "__main__": {"cli"},
-    "cli": {"run", "study", "errors", "text"},
+    "cli": {"run", "study", "errors", "files", "text"},
 }
 
 

@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.errors import Interrupted, RunDirBusy, UserError, user_error
+from vae_latent.files import shown
 from vae_latent.run.config import conf_dir
 from vae_latent.run.record import record_failure, run_status
 from vae_latent.text import one_line, user_line
@@ -88,6 +89,28 @@ def _job_failed(e: Exception, out_dir: Path, cfg: DictConfig, prog: str) -> None
         record_failure(out_dir, cfg, str(cause or e))
 
 
+class SweepCheck(Callback):
+    """Hydra callback at the start of a multirun: every job a basic sweep will launch is
+    validated before the first one runs (``validate_sweep``); a bad one stops the sweep with
+    one line and exit 2 (Hydra turns a callback's exception into a warning, so it exits)."""
+
+    def __init__(self, prog: str = "vae-latent") -> None:
+        self.prog = prog
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vae_latent.run.validate import validate_sweep
+
+        sweeper = config.hydra.sweeper
+        if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return  # a search (Optuna) draws its values as it goes
+        params = sweeper.get("params")
+        try:
+            params = OmegaConf.to_container(params, resolve=True) if params else None
+            validate_sweep(list(config.hydra.overrides.task), params)
+        except UserError as e:
+            fail(self.prog, e, e.exit_code)
+
+
 class SweepEnd(Callback):
     """Hydra callback at the end of a multirun: the report, then the exit code from disk.
 
@@ -146,11 +169,14 @@ def run_app(app: Callable[[], Any], prog: str) -> None:
         app()
     except (HydraException, OmegaConfBaseException) as e:
         fail(prog, hydra_error_line(e))
-    except (OSError, UserError) as e:  # e.g. Hydra could not create the run directory
-        cause = user_error(e)
-        if cause is None:
+    except OSError as e:  # Hydra could not create the run (or sweep) directory
+        if e.filename is None:
             raise
-        fail(prog, cause, cause.exit_code)
+        where = shown(e.filename)
+        fail(prog, f"cannot create {where} ({e.strerror}); choose another hydra.run.dir (or "
+             "hydra.sweep.dir)")  # fmt: skip
+    except UserError as e:
+        fail(prog, e, e.exit_code)
     except ValueError as e:  # Hydra's own check of its flags (two modes at once)
         if not str(e).startswith("Only one of --run, --multirun, --cfg"):
             raise

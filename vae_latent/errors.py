@@ -53,7 +53,8 @@ _CANNOT_WRITE = {
 def user_error(e: BaseException | None) -> UserError | None:
     """The UserError behind ``e``, if any (``instantiate`` and Lightning wrap what they call).
 
-    A failed write (disk full, read-only or not a directory) is the user's to fix too.
+    A failed write (disk full, read-only or not a directory) is the user's to fix too, and so
+    is any other error of the system about a file it names: one line, with the file's name.
     """
     while e is not None:
         if isinstance(e, UserError):
@@ -62,5 +63,7 @@ def user_error(e: BaseException | None) -> UserError | None:
             where = shown(e.filename) if e.filename else "the run directory"
             return UserError(f"cannot write {where}: {e.strerror}; free space or choose a writable "
                              "hydra.run.dir, then resume=<run dir>")  # fmt: skip
+        if isinstance(e, OSError) and e.errno and e.filename:
+            return UserError(f"{shown(e.filename)}: {e.strerror}")
         e = e.__cause__ or e.__context__
     return None

@@ -173,3 +173,23 @@ def test_the_sweep_page_shows_one_tile_per_selected_run(open_page, trained, data
         assert np.array_equal(pixels(page, f"explorer.tiles()[{k}].canvas"), want)
     page.evaluate("explorer.setSelected([0])")
     assert page.locator("#tiles .tile-card").count() == 1
+
+
+def test_a_sweep_folder_named_like_html_runs_no_script_of_its_name(browser, trained, tmp_path):
+    """``<!--<script>`` (and an image with an onerror) in the sweep's folder name: the page
+    runs, shows the name as text, and no script of the name runs, at load or after."""
+    from vae_latent.study.report import write_report
+
+    sweep = tmp_path / "s<!--<script>alert(1)<\\script><img src=x onerror=alert(2)>"
+    shutil.copytree(trained, sweep / "mnist")
+    write_report(sweep)
+    page = browser.new_page()
+    page.add_init_script("window.__calls = []; window.alert = m => window.__calls.push(m);")
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((sweep / "explorer.html").resolve().as_uri())
+    page.wait_for_function("window.explorer && window.explorer.ready", timeout=30_000)
+    page.evaluate("explorer.setCursor(0.5, -1.0)")
+    assert page.evaluate("window.__calls") == [] and errors == []
+    assert sweep.name in page.title() and page.locator("img").count() == 0
+    page.close()

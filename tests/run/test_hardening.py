@@ -118,7 +118,7 @@ BAD = {
     "IDX image size": (_header("rows"), "cannot be read"),
     "IDX huge size": (_header("huge"), "cannot be read"),
     "corrupt CIFAR batch": (_corrupt_cifar, "cannot be read"),
-    "output dir not writable": ([], "cannot write"),
+    "output dir not writable": ([], "cannot create"),
     "resume a non-run": ([], "is not a run directory"),
     "foreign checkpoint": (_foreign, "not a vae_latent checkpoint"),
     "unsafe checkpoint": (_unsafe, "cannot be loaded weights-only"),

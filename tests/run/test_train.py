@@ -136,11 +136,25 @@ def test_help_lists_the_config_groups(app):
         assert group in proc.stdout
 
 
-def test_multirun_composes_every_combination_and_fails_only_bad_ones(app, data_root, tmp_path):
+def test_a_multirun_with_a_job_that_cannot_run_is_refused_before_its_first(app, tmp_path):
+    """Validated as a whole: every combination (rgb on MNIST is bad), and, past
+    ``WHOLE_SWEEP`` jobs, every value of each swept key, before anything is written."""
+    sweep = tmp_path / "sweep"
+    proc = app("-m", "channels=native,rgb", "model.latent_dim=2,3", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(proc, "the sweep of 4 job(s) is refused", "channels=rgb",
+                          "needs a colour dataset")  # fmt: skip
+    huge = app("-m", "model.latent_dim=range(2000,12000)", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(huge, "the sweep of 10,000 job(s) is refused", "model.latent_dim=2000")
+    unknown = app("-m", "dataset=mnist,svhn", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(unknown, "dataset=svhn does not compose")
+    assert not sweep.exists()
+
+
+def test_multirun_runs_every_combination_and_fails_only_bad_ones(app, data_root, tmp_path):
     sweep = tmp_path / "sweep"
     proc = app(
         "-m",
-        "channels=native,rgb",
+        "model.lr=1.0e-4,1.0e3",  # 1e3 diverges at once: a failure only the run can find
         "model.latent_dim=2,3",
         f"data.root={data_root}",
         "trainer.max_epochs=1",
@@ -148,13 +162,13 @@ def test_multirun_composes_every_combination_and_fails_only_bad_ones(app, data_r
         *TINY,
         f"hydra.sweep.dir={sweep}",
     )
-    assert proc.returncode == 1  # the two rgb jobs failed
+    assert proc.returncode == 1  # the two diverging jobs failed
     status = {p.parent.name: read_metrics(p.parent)["status"] for p in sweep.glob("*/metrics.json")}
     assert len(status) == 4
     complete = {k for k, v in status.items() if v == "complete"}
-    assert complete == {k for k in status if "channels=native" in k}
+    assert complete == {k for k in status if "model.lr=0.0001" in k}
     failed = next(k for k, v in status.items() if v == "failed")
-    assert "needs a colour dataset" in read_metrics(sweep / failed)["error"]
+    assert "non-finite loss" in read_metrics(sweep / failed)["error"]
     assert not list(sweep.glob("*/error.txt"))  # one failure record: metrics.json
     assert "2 job(s) failed" in proc.stderr
     assert {read_metrics(sweep / k)["latent_dim"] for k in complete} == {2, 3}

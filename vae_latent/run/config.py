@@ -39,7 +39,8 @@ def tiers_present(root: str) -> str:
 
     found = [t for t in TIERS if present(t)]
     skipped = [t for t in TIERS if t not in found]
-    if skipped:
+    if skipped and (folder, tuple(skipped)) not in _SAID:  # resolved more than once a sweep
+        _SAID.add((folder, tuple(skipped)))
         print(
             f"vae-latent: skipping tier(s) {', '.join(skipped)}: their files are not under "
             f"{folder} (data.root); a single run with data.download=true fetches them",
@@ -48,6 +49,7 @@ def tiers_present(root: str) -> str:
     return ",".join(found or list(TIERS))  # none: every job says what is missing
 
 
+_SAID: set[tuple[Path, tuple[str, ...]]] = set()
 OmegaConf.register_new_resolver("vae_tiers_present", tiers_present, replace=True)
 
 
@@ -59,8 +61,12 @@ def conf_dir() -> str:
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """The config an app would compose from these overrides, outside a Hydra run."""
+    """The config an app would compose from these overrides, inside a Hydra run (its config
+    search path) or outside one."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # e.g. a multirun's start, checking its jobs
+        return compose(config_name, overrides=overrides)
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return compose(config_name, overrides=overrides)

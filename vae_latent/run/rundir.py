@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from vae_latent.errors import RunDirBusy
+from vae_latent.errors import RunDirBusy, UserError
 from vae_latent.files import held, save_atomic
 from vae_latent.text import OneLineFormatter
 
@@ -75,6 +75,14 @@ def has_run(run_dir: Path) -> bool:
     return any(Path(run_dir, name).exists() for name in names)
 
 
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by Python
+        return False
+    return True
+
+
 def process_rank() -> int:
     """This process's rank in a multi-process (DDP) run, from the launcher's environment.
 
@@ -126,9 +134,23 @@ def claimed(path: Path) -> Iterator[RunDir]:
     """The run directory, locked for this process until the block ends (rank 0 only)."""
     writer = process_rank() == 0
     lock = RunDirLock(path)
-    if writer:
-        lock.acquire()
-    run_dir = RunDir(path, writer, lock.fd)
+    try:
+        if writer:
+            lock.acquire()
+        run_dir = RunDir(path, writer, lock.fd)
+        if run_dir.root == run_dir.path and not _utf8(run_dir.path):
+            raise UserError(
+                f"{run_dir.path} is not a UTF-8 path, which TensorBoard cannot write to here; "
+                "choose a run directory whose path is UTF-8 (hydra.run.dir)"
+            )
+    except OSError as e:  # e.g. under /proc, on /dev/full, on a read-only disk
+        lock.release()
+        raise UserError(
+            f"cannot create the run directory {path} ({e.strerror}); choose another hydra.run.dir"
+        ) from e
+    except BaseException:
+        lock.release()
+        raise
     try:
         yield run_dir
     except OSError as e:

@@ -10,8 +10,10 @@ every class's signature in a dataclass, a second list to keep in step; this read
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import itertools
 import math
 import os
 import re
@@ -464,3 +466,79 @@ def signature(target: str) -> tuple[dict[str, inspect.Parameter], dict[str, Any]
     except Exception:  # hints that do not evaluate on this Python: check names only
         hints = {}
     return params, hints
+
+
+# --- a multirun as a whole ---------------------------------------------------------------
+# Up to this many jobs, every combination of the swept values is validated; past it, each
+# value of each swept key, with the other keys at their first value.
+WHOLE_SWEEP = 64
+
+
+def validate_sweep(task: list[str], params: dict[str, str] | None, app: str = "train") -> None:
+    """Every job a basic sweep would launch, checked before the first runs: the task overrides
+    and the sweeper's ``params`` expanded as Hydra's BasicSweeper expands them. ConfigError,
+    naming the first job that cannot run and how many jobs the sweep has."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from vae_latent.run.config import compose_config, conf_dir
+
+    parser = OverridesParser.create()
+    swept: dict[str, list[str]] = {}  # key as typed (+tier) -> its values, as BasicSweeper does
+    for o in parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()]):
+        swept[o.get_key_element()] = [str(v) for v in o.sweep_string_iterator()]
+    fixed = []
+    for o in parser.parse_overrides(task):
+        if o.is_sweep_override():
+            swept[o.get_key_element()] = [str(v) for v in o.sweep_string_iterator()]
+        else:
+            fixed.append(o.input_line)
+    if not swept:
+        return
+    jobs = math.prod(len(v) for v in swept.values())
+    keys = list(swept)
+
+    def check(choice: dict[str, str], plain: dict[str, Any] | None = None) -> None:
+        overrides = _pairs(choice)
+        try:
+            if plain is None:
+                validate(compose_config([*fixed, *overrides]), app)
+            else:
+                _walk(plain, "", LEAVES[app])
+                _cross_checks(plain, app)
+        except ConfigError as e:
+            raise ConfigError(
+                f"the sweep of {jobs:,} job(s) is refused before its first: the job with "
+                f"{' '.join(overrides)}: {e}"
+            ) from None
+        except Exception as e:  # Hydra cannot compose that job (an unknown option)
+            line = (str(e).splitlines() or [""])[0]
+            raise ConfigError(
+                f"the sweep of {jobs:,} job(s) is refused before its first: the job with "
+                f"{' '.join(overrides)} does not compose: {line}"
+            ) from None
+
+    if jobs <= WHOLE_SWEEP:
+        for values in itertools.product(*swept.values()):
+            check(dict(zip(keys, values, strict=True)))
+        return
+    first = {k: v[0] for k, v in swept.items()}
+    check(first)  # the first job in full; then each value as it changes one key of it
+    base = OmegaConf.to_container(compose_config([*fixed, *_pairs(first)]), resolve=True)
+    base.pop("hydra", None)
+    for key, values in swept.items():
+        group = Path(conf_dir(), key.lstrip("+~")).is_dir()  # a config group: compose each
+        for value in values:
+            choice = {**first, key: value}
+            if group:
+                check(choice)
+                continue
+            plain = copy.deepcopy(base)
+            node, *path = [plain, *key.lstrip("+").split(".")]
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = parser.parse_override(f"{key}={value}").value()
+            check(choice, plain)
+
+
+def _pairs(choice: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in choice.items()]

@@ -26,6 +26,9 @@ from vae_latent.study.stats import (  # noqa: E402
 from vae_latent.text import plot_text  # noqa: E402
 
 SHOWN = ["test_elbo", "bits_per_dim", "active_units", *INTERPRETABILITY]
+# Figures of one picture or line per run show the first runs in report order, and say so:
+# their cost then stays flat however large a sweep grows (docs/study.md: scale).
+SHEET_RUNS, EPOCH_RUNS = 24, 60
 # Per-epoch latent metrics (latent_metrics.csv of each run) and their axis labels.
 EPOCH_METRICS = {
     "active_units": "active units",
@@ -183,10 +186,16 @@ def read_epoch_metrics(run_dir: Path) -> list[dict[str, float]]:
 
 def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bool:
     """Each per-epoch latent metric against epoch, one line per run, coloured by tier."""
-    runs = [(r, read_epoch_metrics(sweep_dir / r["run"])) for r in sorted(rows, key=run_order)]
-    runs = [(r, m) for r, m in runs if m]
+    runs = []
+    for r in sorted(rows, key=run_order):
+        if len(runs) == EPOCH_RUNS:
+            break
+        if metrics := read_epoch_metrics(sweep_dir / r["run"]):
+            runs.append((r, metrics))
     if not runs:
         return False
+    logged = sum(r["status"] in ("complete", "failed", "incomplete") for r in rows)
+    first = f"the first {len(runs)} runs of {logged}; " if len(runs) == EPOCH_RUNS else ""
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), dpi=110)
     colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TIER_ORDER)}
     styles = ["-", "--", ":", "-."]
@@ -223,7 +232,7 @@ def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bo
         bbox_to_anchor=(0.5, 0.955),
     )
     fig.suptitle(
-        "Latent metrics over training (fixed test subset; one line per run, colour = tier)"
+        f"Latent metrics over training ({first}fixed test subset; one line per run, colour = tier)"
     )
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save(fig, path)
@@ -235,10 +244,17 @@ def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> boo
 
     All three come from the checkpoint the run's metrics.json scores (drawn after its test).
     """
-    runs = sorted((r for r in rows if r["status"] == "complete"), key=run_order)
-    if not runs:
+    complete = sorted((r for r in rows if r["status"] == "complete"), key=run_order)
+    if not complete:
         return False
+    runs = complete[:SHEET_RUNS]
     fig, axes = plt.subplots(len(runs), 3, figsize=(18, 4.2 * len(runs)), dpi=80, squeeze=False)
+    if len(runs) < len(complete):
+        fig.suptitle(
+            f"The first {len(runs)} of {len(complete)} complete runs, in report order "
+            "(summary.csv has every run)",
+            fontsize=16,
+        )
     for row_axes, r in zip(axes, runs, strict=True):
         d = sweep_dir / r["run"]
         latent = d / "latent_manifold.png"
@@ -258,6 +274,7 @@ def figure_sheet(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> boo
             loc="left",
             fontsize=14,
         )
-    fig.tight_layout()
+    top = 1 - 0.6 / fig.get_figheight() if len(runs) < len(complete) else 1
+    fig.tight_layout(rect=(0, 0, 1, top))
     _save(fig, path)
     return True

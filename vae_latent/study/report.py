@@ -28,6 +28,8 @@ from vae_latent.study.stats import (
 )
 from vae_latent.text import csv_cell, markdown_code, markdown_text
 
+# The sweep's explorer page shows at most this many runs, the first in report order.
+EXPLORER_RUNS = 48
 # The metrics of report.md's tables, in their order.
 MARKDOWN_COLUMNS = [
     "test_elbo",
@@ -77,9 +79,12 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
     from vae_latent.latent.explorer_page import read_run, sweep_page
 
     pages, unread = [], []
-    for r in sorted((r for r in rows if r["status"] == "complete"), key=run_order):
+    complete = sorted((r for r in rows if r["status"] == "complete"), key=run_order)
+    for r in complete:
+        if len(pages) == EXPLORER_RUNS:  # side by side, a few dozen are all one can compare
+            break
         page = sweep_dir / r["run"] / "explorer.html"
-        if page.is_file():
+        if page.exists():
             try:
                 pages.append(read_run(page))
             except (OSError, ValueError) as e:  # a page from elsewhere: data, or nothing
@@ -93,6 +98,8 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
         return f"The sweep's explorer page could not be built ({why})."
     save_atomic(sweep_dir / "explorer.html", html.encode())
     runs = f"{len(pages)} run" + ("s" if len(pages) != 1 else "")
+    if len(pages) == EXPLORER_RUNS and len(complete) > EXPLORER_RUNS:
+        runs = f"the first {len(pages)} of {len(complete)} complete runs (report order)"
     line = (
         f"[explorer.html](explorer.html): the latent spaces of {runs}, one latent coordinate "
         "decoded by every selected run of a latent size."
