@@ -112,7 +112,8 @@ def _fit_test_record(
     datamodule, model, trainer = run.datamodule, run.model, run.trainer
     checkpoint = trainer.checkpoint_callback
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    # Lightning loads checkpoints through AtomicCheckpointIO: read once, weights-only, checked.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     if trainer.global_step == 0:
         raise ConfigError(
             "the fit trained no step (trainer limits or a checkpoint that already ended there); "
@@ -124,9 +125,7 @@ def _fit_test_record(
     # the pictures (test-end callbacks) and the latent metrics below score the same weights.
     tested = checkpoint.last_model_path if datamodule.protocol == "study" else None
     tested = tested or checkpoint.best_model_path or checkpoint.last_model_path
-    (test,) = trainer.test(
-        model, datamodule=datamodule, ckpt_path=tested or None, verbose=False, weights_only=True
-    )
+    (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
     latent = last_test_metrics(trainer)  # scored at the end of the test (rank 0)
     post_fit_seconds = time.perf_counter() - start - fit_seconds
     clock = run.clock
