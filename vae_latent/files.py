@@ -144,18 +144,12 @@ def plain_tree(data: Any, what: str) -> Any:
 def read_json(path: Path, limit: int = 4 * MiB) -> dict[str, Any]:
     """A JSON object from ``path`` (bounded, plain); ValueError with the reason if it is damaged
     or not an object."""
-    name = Path(path).name
-    try:
-        data = json.loads(read_bytes(path, limit).decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise FileRefused(f"{name} is not text (binary or damaged)") from e
-    except json.JSONDecodeError as e:
-        raise FileRefused(f"{name} is not valid JSON (truncated?): {e.msg}") from e
-    except RecursionError as e:
-        raise FileRefused(f"{name} nests deeper than this tool's files do") from e
+    data = _read_plain(
+        path, limit, json.loads, json.JSONDecodeError, lambda e: f"JSON (truncated?): {e.msg}"
+    )
     if not isinstance(data, dict):
-        raise FileRefused(f"{name} holds a {type(data).__name__}, not an object")
-    return plain_tree(data, name)
+        raise FileRefused(f"{Path(path).name} holds a {type(data).__name__}, not an object")
+    return data
 
 
 def read_yaml(path: Path, limit: int = 1 * MiB) -> Any:
@@ -163,15 +157,33 @@ def read_yaml(path: Path, limit: int = 1 * MiB) -> Any:
     with the reason if it is damaged."""
     import yaml
 
+    # libyaml's safe loader where PyYAML has it (10× faster: a report reads one per run)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return _read_plain(
+        path,
+        limit,
+        lambda text: yaml.load(text, Loader=loader),  # noqa: S506 (a safe loader)
+        yaml.YAMLError,
+        lambda e: f"YAML: {type(e).__name__}",
+    )
+
+
+def _read_plain(
+    path: Path,
+    limit: int,
+    parse: Callable[[str], Any],
+    syntax: type[Exception],
+    why: Callable[[Any], str],
+) -> Any:
+    """``parse`` of the text at ``path`` (bounded), checked plain (``plain_tree``); each way it
+    can be damaged named in a ``FileRefused``."""
     name = Path(path).name
     try:
-        # libyaml's safe loader where PyYAML has it (10× faster: a report reads one per run)
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load(read_bytes(path, limit).decode("utf-8"), Loader=loader)  # noqa: S506
+        data = parse(read_bytes(path, limit).decode("utf-8"))
     except UnicodeDecodeError as e:
         raise FileRefused(f"{name} is not text (binary or damaged)") from e
-    except yaml.YAMLError as e:
-        raise FileRefused(f"{name} is not valid YAML: {type(e).__name__}") from e
+    except syntax as e:
+        raise FileRefused(f"{name} is not valid {why(e)}") from e
     except RecursionError as e:
         raise FileRefused(f"{name} nests deeper than this tool's files do") from e
     return plain_tree(data, name)
