@@ -15,7 +15,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY vae_latent/ vae_latent/
 COPY conf/ conf/
-# hadolint ignore=DL3013  # the local project, not a PyPI name: its pins live in pyproject.toml
+# The local project, not a PyPI name: its pins live in pyproject.toml. (The pragma stands alone:
+# hadolint 2.12 reads a comment after it as part of the rule list.)
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[sweep]"
 
 # Runs write outputs/ (run and sweep dirs) and read data/ (datasets; downloads land there).

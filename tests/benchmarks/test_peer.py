@@ -36,8 +36,12 @@ def test_a_baseline_checkout_runs_in_the_same_rounds(data_root, tmp_path):
     )  # fmt: skip
     # 4 steps' difference is within start-up noise here: the rates' signs are not asserted
     for round_ in result["rounds"]:
-        ratio = round_["vae_latent_images_per_s"] / round_["baseline_images_per_s"]
-        assert round_["ratio_to_baseline"] == pytest.approx(ratio, rel=1e-2, abs=1e-3)
+        # The rates are stored to 0.1 image/s and the ratio to 0.001, from the unrounded rates:
+        # at a few images/s (4 steps, a loaded machine) rounding alone moves the ratio by >1 %.
+        ours, base = round_["vae_latent_images_per_s"], round_["baseline_images_per_s"]
+        # (On a loaded machine a 4-step difference can even be negative: take every corner.)
+        corners = [(ours + a) / (base + b) for a in (-0.05, 0.05) for b in (-0.05, 0.05)]
+        assert min(corners) - 5e-4 <= round_["ratio_to_baseline"] <= max(corners) + 5e-4, round_
         assert round_["baseline_ratio_to_peer"] == round(round_["baseline_images_per_s"] / 500, 3)
     ratios = sorted(r["ratio_to_baseline"] for r in result["rounds"])
     assert result["median_ratio_to_baseline"] == pytest.approx(sum(ratios) / 2)

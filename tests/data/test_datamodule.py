@@ -150,9 +150,15 @@ def test_idx_headers_are_checked_against_the_file(data_root, tmp_path):
 
 def _deny(monkeypatch, folder):
     """Everything under ``folder`` unreadable (EACCES), as ``chmod 000`` makes it for a user
-    other than root: stat and open fail there; the folder itself can still be listed."""
+    other than root: stat and open fail there; the folder itself can still be listed.
+
+    Each way in is stubbed by name (os.stat, Path.stat, open, io.open), because pathlib's route to
+    os.stat differs between Pythons: 3.10 calls a reference bound at import, so stubbing os.stat
+    alone leaves Path.stat and Path.is_file untouched there.
+    """
     import builtins
     import errno
+    import io
     import os
     from pathlib import Path
 
@@ -174,8 +180,17 @@ def _deny(monkeypatch, folder):
             raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
         return real_open(path, *args, **kwargs)
 
+    real_path_stat = Path.stat
+
+    def path_stat(self, *args, **kwargs):
+        if denied(self):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_path_stat(self, *args, **kwargs)
+
     monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(Path, "stat", path_stat)
     monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path, own: list[L.Callback]) -> L.Tr
             logger=logger,
             callbacks=callbacks,
             default_root_dir=str(out_dir),
-            plugins=[AtomicCheckpointIO()],
+            # One plugin, not a list: hydra-core 1.3.2 hands a list kwarg on as a ListConfig,
+            # which Lightning 2.4 does not take for a list and refuses.
+            plugins=AtomicCheckpointIO(),
         )
     except MisconfigurationException as e:
         raise ConfigError(f"trainer: {str(e).splitlines()[0]}") from e
