@@ -107,7 +107,7 @@ def _interruption(e: BaseException) -> str | None:
 def _fit_test_record(
     cfg: DictConfig, out_dir: Path, run: Built, resume_from: str | None, name: Path
 ) -> dict[str, Any]:
-    from vae_latent.callbacks.test_metrics import last_test_metrics
+    from vae_latent.callbacks.tested_metrics import last_test_metrics
 
     datamodule, model, trainer = run.datamodule, run.model, run.trainer
     checkpoint = trainer.checkpoint_callback
