@@ -17,10 +17,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vae_latent.errors import ConfigError
-from vae_latent.files import read_yaml, write_json
+from vae_latent.files import write_json
 from vae_latent.run.config import conf_dir
-from vae_latent.run.keys import RunKey, fits, from_config, identity_keys
+from vae_latent.run.keys import fits, from_config, identity_keys
 from vae_latent.run.record import last_complete, read_record
+from vae_latent.run.saved_config import ABSENT, read_saved_yaml, saved_settings, saved_value
 
 # Hydra's command-line flags that take a value as the next argument.
 VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
@@ -98,7 +99,7 @@ def resumed_overrides(run_dir: Path, new: list[str]) -> list[str]:
             f"resume={run_dir} is not a run directory (no .hydra/overrides.yaml); pass the "
             "folder that holds checkpoints/ and .hydra/ of an earlier run"
         )
-    saved = _read_yaml(path)
+    saved = read_saved_yaml(path)
     if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
         raise ConfigError(f"{path} is not a list of overrides; it is damaged")
     parser = OverridesParser.create()
@@ -177,48 +178,6 @@ def _legacy_values(run_dir: Path, overrides: list[str]) -> list[str]:
             # the run's, whatever today's default. Validated with the rest of the config.
             values.append(f"{k.path}={quote(value) if isinstance(value, str) else value}")
     return values
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return read_yaml(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path} cannot be read ({e}); it is damaged") from e
-
-
-ABSENT = object()
-
-
-def saved_settings(run_dir: Path) -> dict[str, Any] | None:
-    """A run's ``.hydra/config.yaml`` as plain YAML data (nothing resolved), or None."""
-    path = Path(run_dir, ".hydra", "config.yaml")
-    if not path.is_file():
-        return None
-    data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a mapping; it is damaged")
-    return data
-
-
-def saved_value(
-    saved: dict[str, Any] | None, key: RunKey, depth: int = 0, source: str = ".hydra/config.yaml"
-) -> Any:
-    """``key``'s value in a saved config (``source``); a ``${other.key}`` reference is followed,
-    a resolver call (``${name:...}``) is refused: reading a file never runs anything."""
-    node: Any = saved
-    for part in key.path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return ABSENT
-        node = node[part]
-    if isinstance(node, str) and "${" in node:
-        ref = re.fullmatch(r"\$\{([\w.]+)\}", node)
-        if ref is None or depth > 5:
-            raise ConfigError(
-                f"{source}: {key.path}={node!r} is not a plain value; a run's identity must be "
-                "written out (it is read, never resolved)"
-            )
-        return saved_value(saved, RunKey(key.name, ref.group(1)), depth + 1, source)
-    return node
 
 
 def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
