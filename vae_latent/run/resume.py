@@ -1,4 +1,5 @@
-"""Resume: what a run folder may give a new command, what it may not change, what is left to do.
+"""Every ``resume=`` decision: what a run folder may give a new command (``resume_argv``), what
+it may not change, what is left to do, and where the run starts (``decide``, ``Start``).
 
 A run folder can come from anyone (a cluster's shared disk, a colleague's zip): its files are
 data. ``.hydra/overrides.yaml`` contributes only plain settings of this app (a config group's
@@ -11,16 +12,19 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vae_latent.errors import ConfigError
+from vae_latent.errors import ConfigError, UserError
 from vae_latent.files import write_json
 from vae_latent.run.config import conf_dir
 from vae_latent.run.keys import fits, from_config, identity_keys
 from vae_latent.run.record import last_complete, read_record
+from vae_latent.run.rundir import RunDir
 from vae_latent.run.saved_config import ABSENT, read_saved_yaml, saved_settings, saved_value
 
 # Hydra's command-line flags that take a value as the next argument.
@@ -31,6 +35,56 @@ CODE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # What a run writes into, under its own directory: none of it may lead out of the run.
 RUN_FOLDERS = (".hydra", "checkpoints", "epochs", "latent", "tensorboard")
 RUN_APPENDED = ("cli.log",)  # opened for appending (logging), so a link would be followed
+
+
+@dataclass(frozen=True)
+class Start:
+    """Everything resume decides for one run: done already, or where its training starts."""
+
+    done: dict[str, Any] | None = None  # a complete run's record: nothing left to train
+    resumed: bool = False  # an earlier run in this folder continues (rank 0 rewrites it)
+    ckpt_path: str | None = None  # checkpoints/last.ckpt, to continue from
+    checkpoint: dict[str, Any] | None = None  # its contents, read and checked once
+
+    def begin(self, run: Any, run_dir: RunDir, files: dict[str, Any]) -> None:
+        """Once the run is built: Lightning restores from the contents already checked, and a
+        resumed run's record says incomplete before its config and log are rewritten."""
+        if self.checkpoint is not None:
+            run.trainer.strategy.checkpoint_io.checked[self.ckpt_path] = self.checkpoint
+        if self.resumed:
+            mark_resumed(run_dir.root)  # stale temp files cleaned first
+            run_dir.start(files)
+
+
+def decide(
+    cfg: DictConfig,
+    run_dir: RunDir,
+    resume: bool,
+    files: dict[str, Any],
+    validate: Callable[[DictConfig], None],
+) -> Start:
+    """New or resumed: refuse what ``resume`` cannot do, ``validate`` the config, and say where
+    the run starts. A new run's ``.hydra/`` is written before validation (as Hydra's would be,
+    so a refused start keeps its record); an earlier run's files are read only after it."""
+    from vae_latent.run.checkpoints import read_checkpoint
+
+    if run_dir.existing and not resume:
+        raise UserError(
+            f"{run_dir.path} already holds a run; continue it with resume=true (or "
+            f"resume={run_dir.path}), or choose another hydra.run.dir"
+        )
+    if not run_dir.existing:  # a new run: its config and log come first, as Hydra's would
+        run_dir.start(files)
+    validate(cfg)
+    if run_dir.existing and (done := check_continuation(cfg, run_dir.root)):
+        return Start(done=done)
+    last = run_dir.root / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    checked = read_checkpoint(last, resume=True) if ckpt_path else None  # before any data
+    if checked is not None:
+        check_checkpoint_hparams(checked, cfg, last)
+    resumed = run_dir.existing and run_dir.writer
+    return Start(resumed=resumed, ckpt_path=ckpt_path, checkpoint=checked)
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -65,6 +119,12 @@ def resume_argv(argv: list[str]) -> list[str]:
         f"resume={quote(str(run_dir))}",
         f"hydra.run.dir={quote(str(run_dir))}",
     ]
+
+
+def overrides_to_save(task: list[str]) -> list[str]:
+    """What a run's ``.hydra/overrides.yaml`` keeps of its command, for a resume to replay: all
+    but ``resume=`` (a resume names its run again itself)."""
+    return [o for o in task if not o.startswith("resume=")]
 
 
 def _override_value(arg: str) -> str:
