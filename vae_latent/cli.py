@@ -40,12 +40,13 @@ def fail(prog: str, error: object, code: int = 2) -> NoReturn:
 
 def _hydra_files(cfg: DictConfig) -> dict[str, Any]:
     """What Hydra would write into .hydra/ (the app writes it once it owns the run dir)."""
+    from vae_latent.run.resume import overrides_to_save
+
     hc = HydraConfig.get()
-    task = [o for o in hc.overrides.task if not o.startswith("resume=")]
     return {
         "config.yaml": cfg,
         "hydra.yaml": OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)}),
-        "overrides.yaml": OmegaConf.create(task),
+        "overrides.yaml": OmegaConf.create(overrides_to_save(list(hc.overrides.task))),
     }
 
 

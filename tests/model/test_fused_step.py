@@ -367,6 +367,42 @@ def test_a_callback_with_hooks_the_fused_step_would_skip_blocks_it():
     assert "ClipsGradients.on_before_optimizer_step" in fused_blocker(trainer)
 
 
+def test_a_condition_added_to_the_one_list_refuses_fused_in_validation_and_in_choose_step(
+    monkeypatch,
+):
+    """The fused step's conditions live in FUSED_CONDITIONS: validation (before data) and
+    choose_step (auto's reason, fused's refusal) both follow a condition added there."""
+    from vae_latent.errors import ConfigError
+    from vae_latent.model import fused_step
+    from vae_latent.run.validate import validate
+
+    from ..conftest import compose
+
+    why = "a hypothetical setting runs in Lightning's optimizer step"
+    added = fused_step.FusedCondition(
+        lambda t: why if t.max_epochs == 7 else None,
+        lambda t: f"trainer.max_epochs={t.get('max_epochs')} hypothetically skips work",
+    )
+    monkeypatch.setattr(fused_step, "FUSED_CONDITIONS", [*fused_step.FUSED_CONDITIONS, added])
+    with pytest.raises(ConfigError, match="fused runs Adam inside the step: trainer.max_epochs="):
+        validate(compose("model.step=fused", "trainer.max_epochs=7"))
+    validate(compose("model.step=auto", "trainer.max_epochs=7"))  # auto takes Lightning's step
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, max_epochs=7)
+    assert fused_step.choose_step("auto", trainer, ConvVAE(latent_dim=2)).why == why
+    with pytest.raises(ConfigError, match=f"model.step=fused cannot run here: {why}"):
+        fused_step.choose_step("fused", trainer, ConvVAE(latent_dim=2))
+
+
+def test_validation_names_the_fused_steps_conditions_in_its_own_order():
+    """One list, two readings: a config with several conditions is refused as before."""
+    from vae_latent.model.fused_step import fused_refusal
+
+    both = {"strategy": "ddp", "gradient_clip_val": 1.0}
+    assert "it cannot clip or accumulate gradients" in fused_refusal(both)
+    assert "trainer.strategy=ddp syncs" in fused_refusal({"strategy": "ddp"})
+    assert fused_refusal({"precision": "32-true", "strategy": "auto"}) is None
+
+
 # --- on a CUDA GPU --------------------------------------------------------------------------
 
 

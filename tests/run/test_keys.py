@@ -49,3 +49,27 @@ def test_every_list_of_keys_is_derived_from_the_table(eval_batch_size_is_a_run_k
     assert key in keys.identity_keys() and key.name in keys.recipe_names()
     assert key.name in keys.names() and key in keys.hparam_keys()
     assert "seed" in keys.not_the_experiment() and "data.root" in keys.job_dirname_excludes()
+
+
+def _excluded(app):
+    """Hydra's exclude_keys for a multirun job's folder name, as ``app``'s config resolves it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from vae_latent.run.config import conf_dir
+
+    overrides = ["ckpt=x.ckpt"] if app == "eval" else []
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(app, overrides=overrides, return_hydra_config=True)
+    return list(OmegaConf.select(cfg, "hydra.job.config.override_dirname.exclude_keys"))
+
+
+def test_the_plumbing_keys_have_one_home_that_both_apps_job_folder_names_follow(monkeypatch):
+    """PLUMBING lists each plumbing key once, with its apps: the train and eval configs' job
+    folder names (Hydra's exclude_keys) and the seed-matching hash all follow it."""
+    dirs = ["hydra.run.dir", "hydra.sweep.dir"]
+    assert _excluded("train") == ["data.root", "data.download", "resume", *dirs]
+    assert _excluded("eval") == ["ckpt", "data.root", "data.download", *dirs]
+    monkeypatch.setitem(keys.PLUMBING, "data.cache", ("train", "eval"))  # hypothetical
+    assert "data.cache" in _excluded("train") and "data.cache" in _excluded("eval")
+    assert "data.cache" in keys.not_the_experiment()

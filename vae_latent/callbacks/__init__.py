@@ -13,8 +13,8 @@ from vae_latent.callbacks.projector import TensorBoardProjector
 from vae_latent.callbacks.random_state import RandomState
 from vae_latent.callbacks.run_checkpoint import RunCheckpoint
 from vae_latent.callbacks.run_clock import RunClock
-from vae_latent.callbacks.test_codes import TestCodes
-from vae_latent.callbacks.test_metrics import TestMetrics
+from vae_latent.callbacks.tested_codes import TestCodes
+from vae_latent.callbacks.tested_metrics import TestMetrics
 from vae_latent.callbacks.training_gif import TrainingGif
 
 __all__ = [

@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 
 from vae_latent.callbacks.outputs import run_label, tested_weights
-from vae_latent.callbacks.test_codes import last_test_codes
-from vae_latent.callbacks.test_metrics import last_test_metrics
+from vae_latent.callbacks.tested_codes import last_test_codes
+from vae_latent.callbacks.tested_metrics import last_test_metrics
 from vae_latent.data.datasets import tier
 from vae_latent.files import save_atomic, shown
 from vae_latent.latent.explorer import run_data

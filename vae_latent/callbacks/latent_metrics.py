@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from vae_latent.callbacks.test_metrics import check_probe_data
+from vae_latent.callbacks.tested_metrics import check_probe_data
 from vae_latent.errors import DataError
 from vae_latent.files import read_csv_floats, save_atomic
 from vae_latent.latent.codes import Codes, encode_split

@@ -15,7 +15,7 @@ from vae_latent.callbacks.outputs import (
     write_gif,
     write_picture,
 )
-from vae_latent.callbacks.test_codes import last_test_codes
+from vae_latent.callbacks.tested_codes import last_test_codes
 from vae_latent.latent import pictures
 from vae_latent.latent.codes import Codes, encode_split
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from vae_latent.callbacks.outputs import tensorboard, tested_step
-from vae_latent.callbacks.test_codes import last_test_codes
+from vae_latent.callbacks.tested_codes import last_test_codes
 from vae_latent.latent import pictures
 
 

@@ -10,7 +10,7 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -49,27 +49,43 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 CHANNELS: tuple[str, ...] = get_args(Channels)
 
-# The study's tiers of data complexity, simplest first: a dataset x channels pair each, and the
-# name conf/tier/<tier>.yaml selects them by.
-TIERS: dict[str, tuple[str, str]] = {
-    "mnist": ("mnist", "native"),
-    "fashion_mnist": ("fashion_mnist", "native"),
-    "cifar10_gray": ("cifar10", "gray"),
-    "cifar10_rgb": ("cifar10", "rgb"),
+
+class Tier(NamedTuple):
+    """One tier of the study's data complexity: a dataset read with some channels."""
+
+    dataset: str
+    channels: str
+    display: str  # its name in the report, its figures and the explorer
+
+
+# The study's tiers of data complexity, simplest first: the one table. tier(), the report's
+# order and names, and the explorer's sweep page read it; conf/tier/<name>.yaml and
+# experiment=paper's sweep are checked against it (tests/data/test_tiers.py).
+TIERS: dict[str, Tier] = {
+    "mnist": Tier("mnist", "native", "MNIST"),
+    "fashion_mnist": Tier("fashion_mnist", "native", "Fashion-MNIST"),
+    "cifar10_gray": Tier("cifar10", "gray", "CIFAR-10 gray"),
+    "cifar10_rgb": Tier("cifar10", "rgb", "CIFAR-10 RGB"),
 }
-TIER_NAMES = {
-    "mnist": "MNIST",
-    "fashion_mnist": "Fashion-MNIST",
-    "cifar10_gray": "CIFAR-10 gray",
-    "cifar10_rgb": "CIFAR-10 RGB",
-}
+
+
+def tier_names() -> dict[str, str]:
+    """Each tier's display name, simplest tier first."""
+    return {name: t.display for name, t in TIERS.items()}
 
 
 def tier(dataset: object, channels: object) -> str:
-    """The tier of a run: MNIST-family sets are gray whatever ``channels`` says."""
-    if dataset != "cifar10":
+    """The tier of a run: the one whose images have the same channels (MNIST-family sets are
+    gray whatever ``channels`` says); the dataset's name where no tier matches."""
+    if not isinstance(dataset, str) or dataset not in DATASETS:
         return str(dataset)
-    return "cifar10_gray" if channels == "gray" else "cifar10_rgb"
+    depth = image_shape(dataset, str(channels))[0]
+    found = (
+        name
+        for name, t in TIERS.items()
+        if t.dataset == dataset and image_shape(t.dataset, t.channels)[0] == depth
+    )
+    return next(found, dataset)
 
 
 def image_shape(name: str, channels: str) -> tuple[int, int, int]:

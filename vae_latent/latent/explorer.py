@@ -62,7 +62,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vae_latent.data.datasets import TIER_NAMES
+from vae_latent.data.datasets import tier_names
 from vae_latent.latent.codes import evaluating
 from vae_latent.latent.drawing import quantize
 from vae_latent.model.elbo import kl_to_prior
@@ -430,7 +430,7 @@ def run_data(
             decodes += len(images)
             spec["sprite"] = sprite(to_uint8(images))
 
-    name = tier_name if tier_name is not None else TIER_NAMES.get(tier, tier)
+    name = tier_name if tier_name is not None else tier_names().get(tier, tier)
     return {
         "schema": SCHEMA,
         "title": title,

@@ -12,15 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vae_latent.data.datasets import TIER_NAMES
+from vae_latent.data.datasets import tier_names
 from vae_latent.files import FileRefused, MiB, plain_tree, read_bytes
 from vae_latent.latent.explorer import SCHEMA
 from vae_latent.text import script_json
 
 ASSETS = Path(__file__).parent / "explorer_assets"
-
-# The study's tiers in order of data complexity: the sweep page groups its runs by these.
-TIERS: tuple[tuple[str, str], ...] = tuple(TIER_NAMES.items())
 
 
 @functools.cache
@@ -148,10 +145,11 @@ SWEEP_BODY = """<header class="top">
 def sweep_page(
     runs: Sequence[Mapping[str, Any]],
     title: str = "Latent-space explorer — sweep",
-    tiers: Sequence[tuple[str, str]] = TIERS,
+    tiers: Sequence[tuple[str, str]] | None = None,
 ) -> str:
     """The sweep page from several runs' page data (``run_data`` dicts, e.g. each run's page
-    read back with ``read_run``); runs are grouped by tier in ``tiers`` order."""
+    read back with ``read_run``); runs are grouped by tier in ``tiers`` order (the study's)."""
+    tiers = tuple(tier_names().items()) if tiers is None else tiers
     order = {key: i for i, (key, _) in enumerate(tiers)}
     entries = [sweep_entry(r, i) for i, r in enumerate(runs)]
     entries.sort(key=lambda e: (order.get(e["tier"], len(order)), e["latent_dim"], e["id"]))

@@ -1,6 +1,6 @@
 """Latent-space metrics: importance-weighted NLL, active units, KL per dim, probes, silhouette.
 
-``score_test_set`` scores a tested model on its test split (``callbacks/test_metrics.py`` calls
+``score_test_set`` scores a tested model on its test split (``callbacks/tested_metrics.py`` calls
 it at the end of every test); its parts are also used per epoch (``callbacks/latent_metrics.py``).
 """
 

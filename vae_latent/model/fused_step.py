@@ -132,30 +132,119 @@ def _checksum(tensors: list[Tensor]) -> Tensor:
     return torch.stack([t.detach().double().sum() for t in tensors]).sum()
 
 
-def fused_blocker(trainer: Any) -> str | None:
-    """Why this trainer cannot run the fused step, or None: Lightning would skip work it does."""
+def _strategy(trainer: Any) -> str | None:
     from lightning.pytorch.strategies import SingleDeviceStrategy
-    from lightning.pytorch.utilities.model_helpers import is_overridden
 
     if not isinstance(trainer.strategy, SingleDeviceStrategy):
         return f"{type(trainer.strategy).__name__} syncs gradients in Lightning's backward"
-    if str(trainer.precision) not in ("32-true", "32"):  # the only true precision the app takes
-        return f"precision {trainer.precision} casts or scales in Lightning's optimizer step"
-    if trainer.gradient_clip_val:
-        return "gradient clipping runs in Lightning's optimizer step"
-    if trainer.accumulate_grad_batches > 1:
-        return "gradient accumulation skips optimizer steps"
-    if getattr(trainer, "_detect_anomaly", False):
-        return "anomaly detection reads every backward output on the host (not capturable)"
-    if trainer.lr_scheduler_configs:
-        return "a learning-rate schedule changes the lr that the step's Adam has captured"
+    return None
+
+
+def _skipped_hooks(trainer: Any) -> str | None:
     import lightning as L
+    from lightning.pytorch.utilities.model_helpers import is_overridden
 
     for hook in SKIPPED_HOOKS[:2]:
         for callback in trainer.callbacks:
             if is_overridden(hook, callback, L.Callback):
                 return f"{type(callback).__name__}.{hook} would run around the fused step"
     return None
+
+
+def _says(why: str, holds: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    return lambda x: why if holds(x) else None
+
+
+def _config_precision(trainer: dict[str, Any]) -> str:
+    return str(trainer.get("precision", "32-true"))
+
+
+@dataclass(frozen=True)
+class FusedCondition:
+    """Work Lightning does around its backward or optimizer step that the fused step (its own
+    backward and Adam) would skip: while it holds, the fused step cannot run."""
+
+    on_trainer: Callable[[Any], str | None]  # why, on a built Trainer (choose_step)
+    # why, from the composed ``trainer.*`` settings (validation, before anything is built);
+    # None where only a built trainer shows it (a schedule, a callback's hooks)
+    in_config: Callable[[dict[str, Any]], str | None] | None = None
+    config_first: bool = False  # validation has always named clipping and accumulation first
+
+
+# The one list of what stops the fused step: ``fused_blocker`` (auto's reason, fused's refusal)
+# asks it of a built trainer, validation (``fused_refusal``) of the config before any data.
+FUSED_CONDITIONS: list[FusedCondition] = [
+    FusedCondition(
+        _strategy,
+        lambda t: (
+            f"trainer.strategy={t.get('strategy')} syncs gradients in Lightning's backward"
+            if t.get("strategy") not in (None, "auto", "single_device")
+            else None
+        ),
+    ),
+    FusedCondition(  # 32-true is the only true precision the app takes
+        lambda t: (
+            f"precision {t.precision} casts or scales in Lightning's optimizer step"
+            if str(t.precision) not in ("32-true", "32")
+            else None
+        ),
+        lambda t: (
+            f"trainer.precision={_config_precision(t)} casts or scales in Lightning's "
+            "optimizer step"
+            if _config_precision(t) not in ("32-true", "32")
+            else None
+        ),
+    ),
+    FusedCondition(
+        _says(
+            "gradient clipping runs in Lightning's optimizer step", lambda t: t.gradient_clip_val
+        ),
+        _says("it cannot clip or accumulate gradients", lambda t: t.get("gradient_clip_val")),
+        config_first=True,
+    ),
+    FusedCondition(
+        _says(
+            "gradient accumulation skips optimizer steps", lambda t: t.accumulate_grad_batches > 1
+        ),
+        _says(
+            "it cannot clip or accumulate gradients",
+            lambda t: (t.get("accumulate_grad_batches") or 1) > 1,
+        ),
+        config_first=True,
+    ),
+    FusedCondition(
+        _says(
+            "anomaly detection reads every backward output on the host (not capturable)",
+            lambda t: getattr(t, "_detect_anomaly", False),
+        ),
+        _says(
+            "trainer.detect_anomaly reads every backward output on the host",
+            lambda t: t.get("detect_anomaly"),
+        ),
+    ),
+    FusedCondition(
+        _says(
+            "a learning-rate schedule changes the lr that the step's Adam has captured",
+            lambda t: t.lr_scheduler_configs,
+        )
+    ),
+    FusedCondition(_skipped_hooks),
+]
+
+
+def fused_blocker(trainer: Any) -> str | None:
+    """Why this trainer cannot run the fused step, or None: Lightning would skip work it does."""
+    return next(filter(None, (c.on_trainer(trainer) for c in FUSED_CONDITIONS)), None)
+
+
+def fused_refusal(trainer: dict[str, Any]) -> str | None:
+    """Why ``model.step=fused`` cannot run with these ``trainer.*`` settings, or None."""
+    conditions = sorted(FUSED_CONDITIONS, key=lambda c: not c.config_first)  # a stable sort
+    found = (c.in_config(trainer) for c in conditions if c.in_config is not None)
+    why = next(filter(None, found), None)
+    return (
+        f"model.step=fused runs Adam inside the step: {why}; use model.step=auto" if why else None
+    )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def tiers_present(root: str) -> str:
     folder = Path(root).expanduser().resolve()
 
     def present(tier: str) -> bool:
-        return all(p.is_file() for p in expected_files(folder, DATASETS[TIERS[tier][0]]))
+        return all(p.is_file() for p in expected_files(folder, DATASETS[TIERS[tier].dataset]))
 
     found = [t for t in TIERS if present(t)]
     skipped = [t for t in TIERS if t not in found]

@@ -71,7 +71,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from vae_latent.callbacks.outputs import check_callbacks
-    from vae_latent.callbacks.test_metrics import last_test_metrics
+    from vae_latent.callbacks.tested_metrics import last_test_metrics
     from vae_latent.data.datasets import DATASETS, image_shape
     from vae_latent.latent import pictures
     from vae_latent.run.build import build_trainer

@@ -57,9 +57,15 @@ RUN_KEYS: list[RunKey] = [
     RunKey("max_epochs", "trainer.max_epochs", int, identity=False, recipe=True, hparam=False),
     RunKey("seed", "seed", int, identity=False),  # repeats of one configuration differ only here
 ]
-# Settings that never change what a run computes: left out of job folder names and of the hash
+# Settings that never change what a run computes, each with the apps that take it: left out of
+# job folder names (both apps' configs ask the vae_dirname_excludes resolver) and of the hash
 # that matches repeats of a configuration over seeds.
-PLUMBING: list[str] = ["data.root", "data.download", "resume"]
+PLUMBING: dict[str, tuple[str, ...]] = {
+    "ckpt": ("eval",),  # the checkpoint's path
+    "data.root": ("train", "eval"),
+    "data.download": ("train", "eval"),
+    "resume": ("train",),
+}
 
 
 def identity_keys() -> list[RunKey]:
@@ -80,14 +86,20 @@ def hparam_keys() -> list[RunKey]:
     return [k for k in RUN_KEYS if k.hparam]
 
 
+def plumbing(app: str = "train") -> list[str]:
+    """The plumbing settings of ``app`` (``train`` or ``eval``)."""
+    return [key for key, apps in PLUMBING.items() if app in apps]
+
+
 def not_the_experiment() -> list[str]:
     """Config paths that do not make another experiment: the seed, and the plumbing."""
-    return [k.path for k in RUN_KEYS if k.name == "seed"] + PLUMBING
+    return [k.path for k in RUN_KEYS if k.name == "seed"] + plumbing()
 
 
-def job_dirname_excludes() -> list[str]:
-    """Overrides left out of a multirun job's folder name (Hydra's override_dirname)."""
-    return [*PLUMBING, "hydra.run.dir", "hydra.sweep.dir"]
+def job_dirname_excludes(app: str = "train") -> list[str]:
+    """Overrides left out of a multirun job's folder name (Hydra's override_dirname), for
+    ``app`` (``train`` or ``eval``: conf/hydra/default.yaml and conf/eval.yaml)."""
+    return [*plumbing(app), "hydra.run.dir", "hydra.sweep.dir"]
 
 
 def fits(key: RunKey, value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Resume: what a run folder may give a new command, what it may not change, what is left to do.
+"""Every ``resume=`` decision: what a run folder may give a new command (``resume_argv``), what
+it may not change, what is left to do, and where the run starts (``decide``, ``Start``).
 
 A run folder can come from anyone (a cluster's shared disk, a colleague's zip): its files are
 data. ``.hydra/overrides.yaml`` contributes only plain settings of this app (a config group's
@@ -11,16 +12,20 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vae_latent.errors import ConfigError
-from vae_latent.files import read_yaml, write_json
+from vae_latent.errors import ConfigError, UserError
+from vae_latent.files import write_json
 from vae_latent.run.config import conf_dir
-from vae_latent.run.keys import RunKey, fits, from_config, identity_keys
+from vae_latent.run.keys import fits, from_config, identity_keys
 from vae_latent.run.record import last_complete, read_record
+from vae_latent.run.rundir import RunDir
+from vae_latent.run.saved_config import ABSENT, read_saved_yaml, saved_settings, saved_value
 
 # Hydra's command-line flags that take a value as the next argument.
 VALUE_FLAGS = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir"}
@@ -30,6 +35,56 @@ CODE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # What a run writes into, under its own directory: none of it may lead out of the run.
 RUN_FOLDERS = (".hydra", "checkpoints", "epochs", "latent", "tensorboard")
 RUN_APPENDED = ("cli.log",)  # opened for appending (logging), so a link would be followed
+
+
+@dataclass(frozen=True)
+class Start:
+    """Everything resume decides for one run: done already, or where its training starts."""
+
+    done: dict[str, Any] | None = None  # a complete run's record: nothing left to train
+    resumed: bool = False  # an earlier run in this folder continues (rank 0 rewrites it)
+    ckpt_path: str | None = None  # checkpoints/last.ckpt, to continue from
+    checkpoint: dict[str, Any] | None = None  # its contents, read and checked once
+
+    def begin(self, run: Any, run_dir: RunDir, files: dict[str, Any]) -> None:
+        """Once the run is built: Lightning restores from the contents already checked, and a
+        resumed run's record says incomplete before its config and log are rewritten."""
+        if self.checkpoint is not None:
+            run.trainer.strategy.checkpoint_io.checked[self.ckpt_path] = self.checkpoint
+        if self.resumed:
+            mark_resumed(run_dir.root)  # stale temp files cleaned first
+            run_dir.start(files)
+
+
+def decide(
+    cfg: DictConfig,
+    run_dir: RunDir,
+    resume: bool,
+    files: dict[str, Any],
+    validate: Callable[[DictConfig], None],
+) -> Start:
+    """New or resumed: refuse what ``resume`` cannot do, ``validate`` the config, and say where
+    the run starts. A new run's ``.hydra/`` is written before validation (as Hydra's would be,
+    so a refused start keeps its record); an earlier run's files are read only after it."""
+    from vae_latent.run.checkpoints import read_checkpoint
+
+    if run_dir.existing and not resume:
+        raise UserError(
+            f"{run_dir.path} already holds a run; continue it with resume=true (or "
+            f"resume={run_dir.path}), or choose another hydra.run.dir"
+        )
+    if not run_dir.existing:  # a new run: its config and log come first, as Hydra's would
+        run_dir.start(files)
+    validate(cfg)
+    if run_dir.existing and (done := check_continuation(cfg, run_dir.root)):
+        return Start(done=done)
+    last = run_dir.root / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    checked = read_checkpoint(last, resume=True) if ckpt_path else None  # before any data
+    if checked is not None:
+        check_checkpoint_hparams(checked, cfg, last)
+    resumed = run_dir.existing and run_dir.writer
+    return Start(resumed=resumed, ckpt_path=ckpt_path, checkpoint=checked)
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -66,6 +121,12 @@ def resume_argv(argv: list[str]) -> list[str]:
     ]
 
 
+def overrides_to_save(task: list[str]) -> list[str]:
+    """What a run's ``.hydra/overrides.yaml`` keeps of its command, for a resume to replay: all
+    but ``resume=`` (a resume names its run again itself)."""
+    return [o for o in task if not o.startswith("resume=")]
+
+
 def _override_value(arg: str) -> str:
     """The value of ``key=value`` as Hydra reads it (quotes removed), else as typed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -98,7 +159,7 @@ def resumed_overrides(run_dir: Path, new: list[str]) -> list[str]:
             f"resume={run_dir} is not a run directory (no .hydra/overrides.yaml); pass the "
             "folder that holds checkpoints/ and .hydra/ of an earlier run"
         )
-    saved = _read_yaml(path)
+    saved = read_saved_yaml(path)
     if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
         raise ConfigError(f"{path} is not a list of overrides; it is damaged")
     parser = OverridesParser.create()
@@ -177,48 +238,6 @@ def _legacy_values(run_dir: Path, overrides: list[str]) -> list[str]:
             # the run's, whatever today's default. Validated with the rest of the config.
             values.append(f"{k.path}={quote(value) if isinstance(value, str) else value}")
     return values
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return read_yaml(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path} cannot be read ({e}); it is damaged") from e
-
-
-ABSENT = object()
-
-
-def saved_settings(run_dir: Path) -> dict[str, Any] | None:
-    """A run's ``.hydra/config.yaml`` as plain YAML data (nothing resolved), or None."""
-    path = Path(run_dir, ".hydra", "config.yaml")
-    if not path.is_file():
-        return None
-    data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a mapping; it is damaged")
-    return data
-
-
-def saved_value(
-    saved: dict[str, Any] | None, key: RunKey, depth: int = 0, source: str = ".hydra/config.yaml"
-) -> Any:
-    """``key``'s value in a saved config (``source``); a ``${other.key}`` reference is followed,
-    a resolver call (``${name:...}``) is refused: reading a file never runs anything."""
-    node: Any = saved
-    for part in key.path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return ABSENT
-        node = node[part]
-    if isinstance(node, str) and "${" in node:
-        ref = re.fullmatch(r"\$\{([\w.]+)\}", node)
-        if ref is None or depth > 5:
-            raise ConfigError(
-                f"{source}: {key.path}={node!r} is not a plain value; a run's identity must be "
-                "written out (it is read, never resolved)"
-            )
-        return saved_value(saved, RunKey(key.name, ref.group(1)), depth + 1, source)
-    return node
 
 
 def check_continuation(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:

@@ -362,7 +362,7 @@ def _check_train_fraction(limit: Any, images: int, data: dict[str, Any], name: s
 def _check_trainer(trainer: dict[str, Any], fused: bool) -> None:
     """32-bit weights (the pictures and metrics run in float32); with ``fused``, none of what
     Lightning adds in the backward and optimizer step that the fused step replaces."""
-    strategy, precision = trainer.get("strategy"), str(trainer.get("precision", "32-true"))
+    precision = str(trainer.get("precision", "32-true"))
     if precision not in ("32-true", "32", "bf16-mixed", "16-mixed"):
         raise ConfigError(
             f"trainer.precision={precision}: the weights must stay 32-bit (the pictures and "
@@ -370,17 +370,10 @@ def _check_trainer(trainer: dict[str, Any], fused: bool) -> None:
         )
     if not fused:
         return
-    if trainer.get("gradient_clip_val") or (trainer.get("accumulate_grad_batches") or 1) > 1:
-        why = "it cannot clip or accumulate gradients"
-    elif strategy not in (None, "auto", "single_device"):
-        why = f"trainer.strategy={strategy} syncs gradients in Lightning's backward"
-    elif precision not in ("32-true", "32"):
-        why = f"trainer.precision={precision} casts or scales in Lightning's optimizer step"
-    elif trainer.get("detect_anomaly"):
-        why = "trainer.detect_anomaly reads every backward output on the host"
-    else:
-        return
-    raise ConfigError(f"model.step=fused runs Adam inside the step: {why}; use model.step=auto")
+    from vae_latent.model.fused_step import fused_refusal  # the one list of its conditions
+
+    if refusal := fused_refusal(trainer):
+        raise ConfigError(refusal)
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")

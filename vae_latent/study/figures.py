@@ -11,16 +11,16 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from vae_latent.data.datasets import TIER_NAMES  # noqa: E402
+from vae_latent.data.datasets import tier_names  # noqa: E402
 from vae_latent.files import read_csv_floats, read_image, save_atomic  # noqa: E402
 from vae_latent.study.runs import METRICS  # noqa: E402
 from vae_latent.study.stats import (  # noqa: E402
     INTERPRETABILITY,
     NLL,
-    TIER_ORDER,
     by_capacity,
     grouped,
     run_order,
+    tier_order,
     varies_capacity,
 )
 from vae_latent.text import plot_text  # noqa: E402
@@ -54,7 +54,7 @@ def metrics_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> b
         return False
     fig, axes = _panels(len(shown))
     seeds = False
-    tiers = [t for t in TIER_ORDER if any(t in v for b in shown.values() for v in b.values())]
+    tiers = [t for t in tier_order() if any(t in v for b in shown.values() for v in b.values())]
     for ax, (metric, by_key) in zip(axes, shown.items(), strict=False):
         seeds |= any(s.n > 1 for by_t in by_key.values() for s in by_t.values())
         if len(sizes) > 1:
@@ -107,11 +107,11 @@ def _errorbar(ax: Any, xs: Any, stats: Any, label: str | None, **style: Any) -> 
 
 def _against_latent(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]]) -> None:
     for recipe in sorted({r for r, _ in by_key}):  # "" unless the sweep mixes recipes
-        for t in TIER_ORDER:
+        for t in tier_order():
             pts = sorted((z, v[t]) for (r, z), v in by_key.items() if r == recipe and t in v)
             if pts:
                 zs, stats = zip(*pts, strict=True)
-                label = TIER_NAMES[t] + (f" ({plot_text(recipe)})" if recipe else "")
+                label = tier_names()[t] + (f" ({plot_text(recipe)})" if recipe else "")
                 _errorbar(ax, zs, stats, label)
     sizes = sorted({z for _, z in by_key})
     ax.set_xscale("log", base=2)
@@ -127,7 +127,7 @@ def _against_tier(ax: Any, by_key: dict[tuple[str, int], dict[str, Any]], tiers:
         xs = [tiers.index(t) for t in present]
         stats = [by_tier[t] for t in present]
         _errorbar(ax, xs, stats, plot_text(recipe) if recipe else None)
-    ax.set_xticks(range(len(tiers)), [TIER_NAMES[t] for t in tiers], rotation=15)
+    ax.set_xticks(range(len(tiers)), [tier_names()[t] for t in tiers], rotation=15)
     ax.set_xlim(-0.4, len(tiers) - 0.6)
     ax.set_xlabel("tier (data complexity →)")
 
@@ -141,13 +141,13 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
     if not shown:
         return False
     fig, axes = _panels(len(shown))
-    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TIER_ORDER)}
+    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(tier_order())}
     styles = ["-", "--", ":", "-."]
     for ax, (metric, by_key) in zip(axes, shown.items(), strict=False):
         for k, ((recipe, z), by_tier) in enumerate(by_key.items()):
-            for t in [t for t in TIER_ORDER if t in by_tier]:
+            for t in [t for t in tier_order() if t in by_tier]:
                 params, stats = zip(*by_tier[t], strict=True)
-                name = TIER_NAMES[t] + (f", z={z}" if len({q for _, q in by_key}) > 1 else "")
+                name = tier_names()[t] + (f", z={z}" if len({q for _, q in by_key}) > 1 else "")
                 name += f" ({plot_text(recipe)})" if recipe else ""
                 style = {"color": colours[t], "linestyle": styles[k % len(styles)]}
                 _errorbar(ax, params, stats, name, **style)
@@ -168,7 +168,7 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
 
 def _tier(tier: str) -> str:
     """A tier's name; a dataset this tool does not know, as the run's files name it (escaped)."""
-    return TIER_NAMES.get(tier) or plot_text(tier)
+    return tier_names().get(tier) or plot_text(tier)
 
 
 def _count(n: int) -> str:
@@ -197,7 +197,7 @@ def epochs_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> bo
     logged = sum(r["status"] in ("complete", "failed", "incomplete") for r in rows)
     first = f"the first {len(runs)} runs of {logged}; " if len(runs) == EPOCH_RUNS else ""
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), dpi=110)
-    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TIER_ORDER)}
+    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(tier_order())}
     styles = ["-", "--", ":", "-."]
     sizes = sorted({r["latent_dim"] for r, _ in runs})
     for ax, (metric, label) in zip(axes.flat, EPOCH_METRICS.items(), strict=True):

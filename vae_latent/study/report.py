@@ -6,14 +6,13 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from vae_latent.data.datasets import TIER_NAMES
+from vae_latent.data.datasets import tier_names
 from vae_latent.files import save_atomic
 from vae_latent.run.keys import names
 from vae_latent.study.runs import METRICS, collect
 from vae_latent.study.stats import (
     INTERPRETABILITY,
     NLL,
-    TIER_ORDER,
     Stat,
     best_trial,
     by_capacity,
@@ -22,6 +21,7 @@ from vae_latent.study.stats import (
     grouped,
     run_order,
     seed_groups,
+    tier_order,
     varies_capacity,
     varying_recipe,
     within_one_std,
@@ -145,7 +145,7 @@ def _where(key: tuple[str, int]) -> str:
 
 def _tier(tier: str) -> str:
     """A tier's name; a dataset this tool does not know, as the run's file names it, escaped."""
-    return TIER_NAMES.get(tier) or markdown_text(tier)
+    return tier_names().get(tier) or markdown_text(tier)
 
 
 def ranking_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -170,7 +170,7 @@ def conclusion(rows: list[dict[str, Any]]) -> list[str]:
     for metric in INTERPRETABILITY:
         label = METRICS[metric][0]
         for key, by_tier in grouped(rows, metric).items():
-            if len([t for t in TIER_ORDER if t in by_tier]) < 2:
+            if len([t for t in tier_order() if t in by_tier]) < 2:
                 continue
             falls, rises, within = degradation(by_tier)
             verdicts.append("falls" if falls > rises else "rises" if rises > falls else "even")
@@ -237,8 +237,9 @@ def capacity_lines(rows: list[dict[str, Any]]) -> list[str]:
                     if g.noise is None
                     else f"seed noise ±{g.noise:.3f}"
                 )
+                simpler, harder = tier_names()[g.simpler], tier_names()[g.harder]
                 lines.append(
-                    f"- {label}, {_where(key)}: {TIER_NAMES[g.simpler]} − {TIER_NAMES[g.harder]} "
+                    f"- {label}, {_where(key)}: {simpler} − {harder} "
                     f"gap {g.gap_small:+.3f} at {g.small:,} parameters → {g.gap_large:+.3f} at "
                     f"{g.large:,}: **{g.verdict}** (change {g.change:+.3f}, {noise})."
                 )

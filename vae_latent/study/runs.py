@@ -18,7 +18,7 @@ from vae_latent.errors import ConfigError
 from vae_latent.files import read_yaml
 from vae_latent.run.keys import RUN_KEYS, fits, names, not_the_experiment
 from vae_latent.run.record import read_record
-from vae_latent.run.resume import ABSENT, saved_value
+from vae_latent.run.saved_config import ABSENT, saved_value
 
 # name -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {

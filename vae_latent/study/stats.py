@@ -14,10 +14,14 @@ from vae_latent.files import read_yaml
 from vae_latent.run.keys import names, recipe_names
 from vae_latent.study.runs import METRICS
 
-TIER_ORDER = list(TIERS)  # simplest first
 INTERPRETABILITY = ["linear_probe_acc", "knn_acc", "silhouette"]
 # Log-likelihood terms: comparable across runs only where the likelihood is a normalized density.
 NLL = {"test_elbo", "test_recon", "iw_nll", "bits_per_dim"}
+
+
+def tier_order() -> list[str]:
+    """The tiers, simplest first (data/datasets.py's table)."""
+    return list(TIERS)
 
 
 def group_keys() -> list[str]:
@@ -74,7 +78,7 @@ def run_order(r: dict[str, Any]) -> tuple:
     """Simplest tier first, then latent size, then learning rate, then seed."""
     seed = r.get("seed")
     return (
-        TIER_ORDER.index(r["tier"]) if r["tier"] in TIERS else 9,
+        tier_order().index(r["tier"]) if r["tier"] in TIERS else len(TIERS),
         r.get("latent_dim") or 0,
         r.get("lr") or 0,
         seed if isinstance(seed, int) else 0,
@@ -175,7 +179,7 @@ class GapChange:
 def gap_changes(by_tier: dict[str, list[tuple[int, Stat]]]) -> list[GapChange]:
     """The simplest tier present against each harder one, at the smallest and the largest
     parameter count both have."""
-    present = [t for t in TIER_ORDER if t in by_tier]
+    present = [t for t in tier_order() if t in by_tier]
     changes = []
     for harder in present[1:]:
         ref, other = dict(by_tier[present[0]]), dict(by_tier[harder])
@@ -202,7 +206,7 @@ def gap_changes(by_tier: dict[str, list[tuple[int, Stat]]]) -> list[GapChange]:
 
 def degradation(by_tier: dict[str, Stat]) -> tuple[int, int, int]:
     """Ordered tier pairs (simpler, harder) where the mean falls, rises, or moves within one std."""
-    present = [t for t in TIER_ORDER if t in by_tier]
+    present = [t for t in tier_order() if t in by_tier]
     falls = rises = within = 0
     for i, a in enumerate(present):
         for b in present[i + 1 :]:

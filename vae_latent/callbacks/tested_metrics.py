@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 
-from vae_latent.callbacks.test_codes import last_test_codes
+from vae_latent.callbacks.tested_codes import last_test_codes
 from vae_latent.errors import ConfigError
 from vae_latent.latent.metrics import score_test_set
 
@@ -19,6 +19,7 @@ class TestMetrics(L.Callback):
     logged as ``test/<name>``. Rank 0 scores.
     """
 
+    # Named TestMetrics still: run folders' configs name it as ``_target_`` (conf/metrics/).
     __test__ = False  # not a pytest class
 
     def __init__(
