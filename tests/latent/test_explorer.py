@@ -111,3 +111,28 @@ def test_a_page_from_elsewhere_is_read_as_data_and_a_broken_one_is_named(trained
     report = (sweep / "report.md").read_text()
     assert "the latent spaces of 1 run," in report and "Not read: `bad`" in report
     assert "alert" not in (sweep / "explorer.html").read_text()
+
+
+def test_the_sweep_page_tells_apart_runs_that_differ_only_in_seed(trained, tmp_path):
+    # A sweep over seeds once showed three identical titles per tier; each now says its seed.
+    import json
+    import re
+    import shutil
+
+    from vae_latent.study.report import write_report
+
+    sweep = tmp_path / "sweep"
+    for seed in (1, 2):
+        run = sweep / f"seed={seed}"
+        shutil.copytree(trained, run)
+        config = run / ".hydra" / "config.yaml"
+        text, found = re.subn(r"(?m)^seed: \d+$", f"seed: {seed}", config.read_text())
+        assert found == 1
+        config.write_text(text)
+        record = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**record, "seed": seed}))
+    write_report(sweep)
+    page = (sweep / "explorer.html").read_text()
+    runs = json.loads(explorer_page.DATA_ELEMENT.search(page).group(1))["runs"]
+    titles = sorted(r["title"] for r in runs)
+    assert [t.rsplit(" · ", 1)[1] for t in titles] == ["seed 1", "seed 2"], titles

@@ -86,9 +86,13 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
         page = sweep_dir / r["run"] / "explorer.html"
         if page.exists():
             try:
-                pages.append(read_run(page))
+                data = read_run(page)
             except (OSError, ValueError) as e:  # a page from elsewhere: data, or nothing
                 unread.append(f"{markdown_code(r['run'])} ({markdown_text(e)})")
+                continue
+            if isinstance(data.get("title"), str) and (told := distinguishing(r, complete)):
+                data["title"] = f"{data['title']} · {told}"
+            pages.append(data)
     if not pages:
         return None
     try:
@@ -105,6 +109,21 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
         "decoded by every selected run of a latent size."
     )
     return line + (f" Not read: {'; '.join(unread)}." if unread else "")
+
+
+def distinguishing(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The run keys that vary across ``rows``, as ``row`` has them (``seed 2``, ``beta 4.0``):
+    what tells apart runs whose pages have the same title (tier and latent size are shown)."""
+    shown = {"tier", "dataset", "channels", "latent_dim"}
+    varying = [k for k in names() if k not in shown and len({str(r.get(k)) for r in rows}) > 1]
+    kept: list[str] = []  # from the last key (seed) back; a key the kept ones decide is dropped
+    for key in reversed(varying):  # (split_seed follows seed in a sweep over seeds)
+        values: dict[tuple, set[str]] = {}
+        for r in rows:
+            values.setdefault(tuple(str(r.get(k)) for k in kept), set()).add(str(r.get(key)))
+        if not kept or any(len(v) > 1 for v in values.values()):
+            kept.append(key)
+    return ", ".join(f"{k} {row.get(k)}" for k in varying if k in kept)
 
 
 def csv_text(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:

@@ -1,0 +1,88 @@
+"""docs/results.md states only what its committed summary.csv files hold."""
+
+import shutil
+
+import pytest
+
+from benchmarks import results_page
+from benchmarks.results_page import BLOCK, BLOCKS, PAGE, RESULTS, render
+
+PAGE_TEXT = PAGE.read_text()
+
+
+def test_every_number_and_verdict_on_the_page_is_what_the_csvs_give():
+    assert render(PAGE_TEXT) == PAGE_TEXT, "run: python -m benchmarks.results_page --write"
+
+
+def test_no_figure_is_stated_outside_the_generated_blocks():
+    outside = BLOCK.sub("", PAGE_TEXT)
+    assert "±" not in outside
+
+
+def test_the_page_holds_every_block_once():
+    names = [m[2] for m in BLOCK.finditer(PAGE_TEXT)]
+    assert sorted(names) == sorted(BLOCKS)
+
+
+def test_a_changed_csv_value_changes_the_page(tmp_path, monkeypatch):
+    # The check above can fail: edit one seed mean in a copy of the CSVs and render again.
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy)
+    path = copy / "dims" / "summary.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if line.startswith("seed_mean,"))
+    header = lines[0].rstrip("\n").split(",")
+    # The seed-mean rows have no quoted commas before the metric columns: edit test_elbo.
+    cells = lines[index].rstrip("\n").split(",")
+    column = header.index("test_elbo")
+    cells[column] = str(float(cells[column]) - 10.0)
+    lines[index] = ",".join(cells) + "\n"
+    path.write_text("".join(lines))
+    monkeypatch.setattr(results_page, "RESULTS", copy)
+    assert render(PAGE_TEXT) != PAGE_TEXT
+
+
+@pytest.mark.parametrize("png", sorted(RESULTS.rglob("*.png")), ids=lambda p: p.name)
+def test_the_figures_are_small(png):
+    assert png.stat().st_size <= 300_000, f"{png}: {png.stat().st_size} bytes"
+
+
+def test_the_figures_the_page_cites_exist():
+    import re
+
+    cited = re.findall(r"\]\((results/[^)]+)\)", PAGE_TEXT)
+    assert cited, "the page cites no figure or CSV"
+    for rel in cited:
+        assert (PAGE.parent / rel).is_file(), rel
+
+
+def _dims() -> dict[tuple[str, int], dict[str, float]]:
+    from benchmarks.results_page import METRICS, rows
+
+    return {
+        (r["tier"], int(r["latent_dim"])): {m: float(r[m]) for m in METRICS} for r in rows("dims")
+    }
+
+
+def test_the_prose_claims_about_latent_size_hold():
+    # Section 2's sentences, each checked against the seed means.
+    dims, tiers = _dims(), ("mnist", "fashion_mnist")
+    readings = ("test_elbo", "linear_probe_acc", "knn_acc", "silhouette")
+    for t in tiers:
+        assert all(dims[t, 8][m] > dims[t, 2][m] for m in readings), t  # every reading rises
+        assert all(dims[t, 32][m] > dims[t, 8][m] for m in readings[:3]), t  # a little more
+        assert dims[t, 32]["silhouette"] < dims[t, 8]["silhouette"], t  # while it falls
+    gain = {t: dims[t, 8]["linear_probe_acc"] - dims[t, 2]["linear_probe_acc"] for t in tiers}
+    assert gain["mnist"] > 2 * gain["fashion_mnist"]  # "more than twice as much"
+
+
+def test_the_prose_claims_about_the_study_hold():
+    from benchmarks.results_page import READINGS, _tier_pairs, winner
+
+    verdicts = {
+        z: [winner(*pair, m, "MNIST", "F") for m in READINGS] for z, pair in _tier_pairs().items()
+    }
+    assert "MNIST" not in verdicts["2"]  # "do not support" at latent 2
+    assert verdicts["2"][0] == "undecided"  # "a linear probe cannot tell the two apart"
+    assert verdicts["2"][1:] == ["F", "F"]  # "better separated (5-NN and silhouette)"
+    assert verdicts["8"] == verdicts["32"] == ["MNIST"] * 3  # "holds on every reading"
