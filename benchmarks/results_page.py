@@ -167,18 +167,29 @@ def beta_table() -> str:
 
 
 def beta_verdicts() -> str:
-    """Per tier: each reading at the largest β against β = 1."""
+    """Per tier: each reading at the smallest and the largest β against β = 1; then, per β, the
+    tiers against each other (does β change the study's verdict?)."""
     lines = []
     for t in tier_names():
         sel = {float(r["beta"]): r for r in beta_rows() if r["tier"] == t}
         if 1.0 not in sel or len(sel) < 2:
             continue
-        top = max(sel)
-        parts = [
-            f"{METRICS[m][0]}: " + _compare(sel[top], sel[1.0], m, f"β = {top:g}", "β = 1")
-            for m in READINGS
-        ]
-        lines.append(f"- {_tier(t)}: " + "; ".join(parts) + ".")
+        for end in sorted({min(sel), max(sel)} - {1.0}):
+            parts = [
+                f"{METRICS[m][0]}: " + _compare(sel[end], sel[1.0], m, f"β = {end:g}", "β = 1")
+                for m in READINGS
+            ]
+            lines.append(f"- {_tier(t)}, β = {end:g} against β = 1: " + "; ".join(parts) + ".")
+    by = {(r["tier"], float(r["beta"])): r for r in beta_rows()}
+    for beta in sorted({b for _, b in by}):
+        pair = by.get(("mnist", beta)), by.get(("fashion_mnist", beta))
+        if None in pair:
+            continue
+        verdicts = [winner(*pair, m, "MNIST", "Fashion-MNIST") for m in READINGS]
+        counts = ", ".join(
+            f"{name} {verdicts.count(name)}" for name in ("MNIST", "Fashion-MNIST", "undecided")
+        )
+        lines.append(f"- β = {beta:g}, MNIST against Fashion-MNIST: ahead: {counts}.")
     return "\n".join(lines) + "\n" if lines else "(the β sweep has no results yet)\n"
 
 

@@ -86,3 +86,21 @@ def test_the_prose_claims_about_the_study_hold():
     assert verdicts["2"][0] == "undecided"  # "a linear probe cannot tell the two apart"
     assert verdicts["2"][1:] == ["F", "F"]  # "better separated (5-NN and silhouette)"
     assert verdicts["8"] == verdicts["32"] == ["MNIST"] * 3  # "holds on every reading"
+
+
+def test_the_prose_claims_about_beta_hold():
+    from benchmarks.results_page import READINGS, beta_rows, winner
+
+    by = {(r["tier"], float(r["beta"])): r for r in beta_rows()}
+    betas = sorted({b for _, b in by})
+    assert betas == [0.5, 1.0, 2.0, 4.0]
+
+    def verdicts(a, b):
+        return [winner(by[a], by[b], m, "a", "b") for m in READINGS]
+
+    assert verdicts(("mnist", 4.0), ("mnist", 1.0)) == ["b"] * 3  # "MNIST's read worse on all"
+    assert verdicts(("fashion_mnist", 4.0), ("fashion_mnist", 1.0)) == ["undecided"] * 3
+    for t in ("mnist", "fashion_mnist"):  # "at β = 0.5 neither tier moves"
+        assert verdicts((t, 0.5), (t, 1.0)) == ["undecided"] * 3
+    for b in betas:  # "at every β, MNIST is ahead on none of the readings"
+        assert "a" not in verdicts(("mnist", b), ("fashion_mnist", b))
