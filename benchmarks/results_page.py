@@ -118,15 +118,20 @@ def tier_verdicts() -> str:
     return "\n".join(lines) + "\n" if lines else "(no tier has two complete settings yet)\n"
 
 
+def tier_counts(pair: tuple[dict[str, str], dict[str, str]]) -> tuple[list[str], str]:
+    """MNIST's and Fashion-MNIST's seed means compared on each reading: the verdicts, and how
+    many readings each tier leads (or neither)."""
+    verdicts = [winner(*pair, m, "MNIST", "Fashion-MNIST") for m in READINGS]
+    names = ("MNIST", "Fashion-MNIST", "undecided")
+    return verdicts, ", ".join(f"{name} {verdicts.count(name)}" for name in names)
+
+
 def study_claim() -> str:
     """The study's claim (the simpler data's latent space reads better) counted per latent size:
     on how many readings MNIST is ahead, Fashion-MNIST is, or neither is."""
     lines = []
     for z, pair in _tier_pairs().items():
-        verdicts = [winner(*pair, m, "MNIST", "Fashion-MNIST") for m in READINGS]
-        counts = ", ".join(
-            f"{name} {verdicts.count(name)}" for name in ("MNIST", "Fashion-MNIST", "undecided")
-        )
+        verdicts, counts = tier_counts(pair)
         holds = "holds" if verdicts.count("MNIST") == len(READINGS) else "does not hold"
         lines.append(
             f"- latent {z}: of {len(READINGS)} readings, ahead: {counts}; the claim {holds}."
@@ -185,10 +190,7 @@ def beta_verdicts() -> str:
         pair = by.get(("mnist", beta)), by.get(("fashion_mnist", beta))
         if None in pair:
             continue
-        verdicts = [winner(*pair, m, "MNIST", "Fashion-MNIST") for m in READINGS]
-        counts = ", ".join(
-            f"{name} {verdicts.count(name)}" for name in ("MNIST", "Fashion-MNIST", "undecided")
-        )
+        verdicts, counts = tier_counts(pair)
         lines.append(f"- β = {beta:g}, MNIST against Fashion-MNIST: ahead: {counts}.")
     return "\n".join(lines) + "\n" if lines else "(the β sweep has no results yet)\n"
 
