@@ -207,6 +207,20 @@ def capacity_table() -> str:
     return table(capacity_rows(), keys, metrics)
 
 
+def capacity_verdicts() -> str:
+    """Per model (width × depth): MNIST against Fashion-MNIST (does capacity close the gap?)."""
+    by = {(r["tier"], int(r["width"]), int(r["depth"])): r for r in capacity_rows()}
+    lines = []
+    for width, depth in sorted({(w, d) for _, w, d in by}):
+        pair = by.get(("mnist", width, depth)), by.get(("fashion_mnist", width, depth))
+        if None in pair:
+            continue
+        _, counts = tier_counts(pair)
+        model = f"width {width}, depth {depth}"
+        lines.append(f"- {model}, MNIST against Fashion-MNIST: ahead: {counts}.")
+    return "\n".join(lines) + "\n" if lines else "(the capacity sweep has no results yet)\n"
+
+
 def sweeps_table() -> str:
     """What each committed sweep holds: runs by status, and their training time (each run's
     ``train_seconds``: the fit alone, as that run's machine allowed it)."""
@@ -233,6 +247,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "beta_table": beta_table,
     "beta_verdicts": beta_verdicts,
     "capacity_table": capacity_table,
+    "capacity_verdicts": capacity_verdicts,
 }
 
 
