@@ -104,3 +104,15 @@ def test_the_prose_claims_about_beta_hold():
         assert verdicts((t, 0.5), (t, 1.0)) == ["undecided"] * 3
     for b in betas:  # "at every β, MNIST is ahead on none of the readings"
         assert "a" not in verdicts(("mnist", b), ("fashion_mnist", b))
+
+
+def test_the_prose_claims_about_capacity_hold():
+    from benchmarks.results_page import capacity_rows, separated, tier_counts
+
+    by = {(r["tier"], int(r["width"]), int(r["depth"])): r for r in capacity_rows()}
+    for t in ("mnist", "fashion_mnist"):  # "doubling the width improves both tiers' ELBO"
+        wide, base = by[t, 2, 0], by[t, 1, 0]
+        assert float(wide["test_elbo"]) > float(base["test_elbo"])
+        assert separated(wide, base, "test_elbo")
+    verdicts, _ = tier_counts((by["mnist", 2, 0], by["fashion_mnist", 2, 0]))
+    assert "MNIST" not in verdicts  # "MNIST is still ahead on none of the readings"
