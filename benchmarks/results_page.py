@@ -160,10 +160,15 @@ def dims_table() -> str:
     return table(rows("dims"), [("tier", "tier"), ("latent_dim", "latent")], metrics)
 
 
+def study_model_rows() -> list[dict[str, str]]:
+    """The study's own setting (latent 2, β = 1, width 1, depth 0) from the latent-size sweep:
+    the baseline the β and capacity sweeps vary from."""
+    return [r for r in rows("dims") if r["latent_dim"] == "2"]
+
+
 def beta_rows() -> list[dict[str, str]]:
     """The β sweep's settings, with β = 1 at latent 2 from the latent-size sweep."""
-    ones = [r for r in rows("dims") if r["latent_dim"] == "2"]
-    return ones + rows("beta")
+    return study_model_rows() + rows("beta")
 
 
 def beta_table() -> str:
@@ -197,8 +202,7 @@ def beta_verdicts() -> str:
 
 def capacity_rows() -> list[dict[str, str]]:
     """The capacity sweep's settings, with width 1, depth 0 from the latent-size sweep."""
-    base = [r for r in rows("dims") if r["latent_dim"] == "2"]
-    return base + rows("capacity")
+    return study_model_rows() + rows("capacity")
 
 
 def capacity_table() -> str:

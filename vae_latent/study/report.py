@@ -80,6 +80,7 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
 
     pages, unread = [], []
     complete = sorted((r for r in rows if r["status"] == "complete"), key=run_order)
+    told = distinguishing(complete)
     for r in complete:
         if len(pages) == EXPLORER_RUNS:  # side by side, a few dozen are all one can compare
             break
@@ -90,8 +91,8 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
             except (OSError, ValueError) as e:  # a page from elsewhere: data, or nothing
                 unread.append(f"{markdown_code(r['run'])} ({markdown_text(e)})")
                 continue
-            if isinstance(data.get("title"), str) and (told := distinguishing(r, complete)):
-                data["title"] = f"{data['title']} · {told}"
+            if told and isinstance(data.get("title"), str):
+                data["title"] += " · " + ", ".join(f"{k} {r.get(k)}" for k in told)
             pages.append(data)
     if not pages:
         return None
@@ -111,19 +112,19 @@ def explorer_page(rows: list[dict[str, Any]], sweep_dir: Path) -> str | None:
     return line + (f" Not read: {'; '.join(unread)}." if unread else "")
 
 
-def distinguishing(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """The run keys that vary across ``rows``, as ``row`` has them (``seed 2``, ``beta 4.0``):
-    what tells apart runs whose pages have the same title (tier and latent size are shown)."""
+def distinguishing(rows: list[dict[str, Any]]) -> list[str]:
+    """The run keys that tell apart ``rows`` whose pages share a title (tier and latent size are
+    shown): those that vary, less any the others decide (a sweep's split_seed follows its seed)."""
     shown = {"tier", "dataset", "channels", "latent_dim"}
     varying = [k for k in names() if k not in shown and len({str(r.get(k)) for r in rows}) > 1]
-    kept: list[str] = []  # from the last key (seed) back; a key the kept ones decide is dropped
-    for key in reversed(varying):  # (split_seed follows seed in a sweep over seeds)
+    kept: list[str] = []  # from the last key (seed) back
+    for key in reversed(varying):
         values: dict[tuple, set[str]] = {}
         for r in rows:
             values.setdefault(tuple(str(r.get(k)) for k in kept), set()).add(str(r.get(key)))
         if not kept or any(len(v) > 1 for v in values.values()):
             kept.append(key)
-    return ", ".join(f"{k} {row.get(k)}" for k in varying if k in kept)
+    return [k for k in varying if k in kept]
 
 
 def csv_text(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
