@@ -4,7 +4,8 @@ committed ``docs/results/<sweep>/summary.csv`` files.
 Every number and verdict on the page sits in a block between ``<!-- results:NAME -->`` and
 ``<!-- /results -->`` that this module writes from the CSVs; ``--write`` rewrites the blocks in
 place, and tests/test_results_page.py fails when a block differs from what the CSVs give (so the
-page cannot drift from its data). Prose outside the blocks carries no ± figures.
+page cannot drift from its data). Prose outside the blocks carries no ± figures. ``--write`` also
+draws ``capacity/capacity.png`` from the same CSVs.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import csv
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vae_latent.data.datasets import tier_names
+from vae_latent.study import figures
+from vae_latent.study.runs import METRICS as RUN_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
+CAPACITY_FIGURE = RESULTS / "capacity" / "capacity.png"
 BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 # metric column -> (its name on the page, decimals, higher is better)
@@ -81,9 +86,12 @@ def table(selected: list[dict[str, str]], keys: list[tuple[str, str]], metrics: 
 
 
 def separated(a: dict[str, str], b: dict[str, str], metric: str) -> bool:
-    """Whether two seed means differ by more than the sum of their stds."""
-    gap = abs(float(a[metric]) - float(b[metric]))
-    return gap > float(a[f"{metric}_std"] or 0) + float(b[f"{metric}_std"] or 0)
+    """Whether two seed means differ by more than the sum of their stds. A setting run at one
+    seed has no spread to compare against, so it separates from nothing."""
+    spreads = a[f"{metric}_std"], b[f"{metric}_std"]
+    if "" in spreads:
+        return False
+    return abs(float(a[metric]) - float(b[metric])) > sum(map(float, spreads))
 
 
 def winner(a: dict[str, str], b: dict[str, str], metric: str, name_a: str, name_b: str) -> str:
@@ -225,6 +233,24 @@ def capacity_verdicts() -> str:
     return "\n".join(lines) + "\n" if lines else "(the capacity sweep has no results yet)\n"
 
 
+def _as_run(row: dict[str, str]) -> dict[str, Any]:
+    """A summary.csv run row typed as the report's own rows are (blank cells are missing)."""
+    typed: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
+    for key in ("latent_dim", "width", "depth", "params", "seed"):
+        typed[key] = int(row[key])
+    for metric in RUN_METRICS:
+        typed[metric] = float(row[metric]) if row[metric] else None
+    typed["nll_comparable"] = row["nll_comparable"] == "True"
+    return typed
+
+
+def capacity_figure(path: Path = CAPACITY_FIGURE) -> bool:
+    """The report's capacity figure over every capacity run, the study's model (latent 2 of the
+    latent-size sweep) included: no one sweep folder holds all of them."""
+    runs = [r for r in read("dims", "run") if r["latent_dim"] == "2"] + read("capacity", "run")
+    return figures.capacity_figure([_as_run(r) for r in runs], path.parent, path)
+
+
 def sweeps_table() -> str:
     """What each committed sweep holds: runs by status, and their training time (each run's
     ``train_seconds``: the fit alone, as that run's machine allowed it)."""
@@ -262,12 +288,15 @@ def render(page: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.results_page")
-    parser.add_argument("--write", action="store_true", help="rewrite docs/results.md's blocks")
+    parser.add_argument(
+        "--write", action="store_true", help="rewrite docs/results.md's blocks and capacity.png"
+    )
     args = parser.parse_args(argv)
     page = PAGE.read_text()
     new = render(page)
     if args.write:
         PAGE.write_text(new)
+        capacity_figure()
     else:
         print(new, end="")
 

@@ -107,12 +107,36 @@ def test_the_prose_claims_about_beta_hold():
 
 
 def test_the_prose_claims_about_capacity_hold():
-    from benchmarks.results_page import capacity_rows, separated, tier_counts
+    from benchmarks.results_page import capacity_rows, separated, tier_counts, winner
 
     by = {(r["tier"], int(r["width"]), int(r["depth"])): r for r in capacity_rows()}
-    for t in ("mnist", "fashion_mnist"):  # "doubling the width improves both tiers' ELBO"
-        wide, base = by[t, 2, 0], by[t, 1, 0]
-        assert float(wide["test_elbo"]) > float(base["test_elbo"])
-        assert separated(wide, base, "test_elbo")
-    verdicts, _ = tier_counts((by["mnist", 2, 0], by["fashion_mnist", 2, 0]))
-    assert "MNIST" not in verdicts  # "MNIST is still ahead on none of the readings"
+    models = [(2, 0), (1, 1), (2, 1)]
+    assert sorted({(w, d) for _, w, d in by}) == sorted([(1, 0), *models])
+    for t in ("mnist", "fashion_mnist"):  # "every larger model fits both tiers better"
+        for w, d in models:
+            larger, base = by[t, w, d], by[t, 1, 0]
+            assert float(larger["test_elbo"]) > float(base["test_elbo"]), (t, w, d)
+            assert separated(larger, base, "test_elbo"), (t, w, d)
+    for width in (1, 2):
+        deep, _ = tier_counts((by["mnist", width, 1], by["fashion_mnist", width, 1]))
+        assert deep.count("MNIST") == 2 and "Fashion-MNIST" not in deep  # "two ... worse on none"
+        shallow, _ = tier_counts((by["mnist", width, 0], by["fashion_mnist", width, 0]))
+        assert "MNIST" not in shallow  # "without them ... MNIST is ahead on none"
+    pair = by["mnist", 1, 1], by["fashion_mnist", 1, 1]  # "that reading stays undecided"
+    assert winner(*pair, "knn_acc", "MNIST", "F") == "undecided"
+    assert float(pair[0]["knn_acc_std"]) > 3 * float(pair[1]["knn_acc_std"])  # "spreads widely"
+
+
+def test_a_setting_run_at_one_seed_decides_nothing():
+    from benchmarks.results_page import winner
+
+    two = {"knn_acc": "0.90", "knn_acc_std": "0.01"}
+    one = {"knn_acc": "0.50", "knn_acc_std": ""}  # one seed: the report leaves the std blank
+    assert winner(two, one, "knn_acc", "a", "b") == "undecided"
+    assert winner(two, {"knn_acc": "0.50", "knn_acc_std": "0.01"}, "knn_acc", "a", "b") == "a"
+
+
+def test_the_capacity_figure_is_drawn_from_the_committed_csvs(tmp_path):
+    path = tmp_path / "capacity.png"
+    assert results_page.capacity_figure(path)
+    assert 0 < path.stat().st_size <= 300_000

@@ -68,3 +68,16 @@ def test_paper_capacity_runs_the_present_tiers_and_answers_in_the_report(app, da
         header = report.split(table)[1].split("\n| ")[1]
         assert header.startswith("tier | latent_dim | width | "), header
         assert "depth" not in header.split(" | likelihood")[0]
+
+
+def test_the_capacity_figure_names_each_point_by_width_and_depth():
+    from vae_latent.study.figures import model_ticks
+
+    rows = [
+        {"status": "complete", "params": 70_000, "width": 1, "depth": 0},
+        {"status": "complete", "params": 70_000, "width": 1, "depth": 0},  # a second seed
+        {"status": "complete", "params": 250_000, "width": 2, "depth": 0},
+        {"status": "complete", "params": 250_000, "width": 1, "depth": 3},  # the same count
+        {"status": "failed", "params": 900_000, "width": 4, "depth": 0},
+    ]
+    assert model_ticks(rows) == {70_000: "w1 d0", 250_000: "w1 d3 / w2 d0"}

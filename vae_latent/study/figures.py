@@ -141,6 +141,7 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
     if not shown:
         return False
     fig, axes = _panels(len(shown))
+    models = model_ticks(rows)
     colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(tier_order())}
     styles = ["-", "--", ":", "-."]
     for ax, (metric, by_key) in zip(axes, shown.items(), strict=False):
@@ -153,9 +154,9 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
                 _errorbar(ax, params, stats, name, **style)
         sizes = sorted({p for by_tier in by_key.values() for v in by_tier.values() for p, _ in v})
         ax.set_xscale("log")
-        ax.set_xticks(sizes, [_count(p) for p in sizes])
+        ax.set_xticks(sizes, [f"{_count(p)}\n{models.get(p, '')}".strip() for p in sizes])
         ax.minorticks_off()
-        ax.set_xlabel("parameters (log scale; one point per width × depth)")
+        ax.set_xlabel("parameters (log scale), w = width, d = depth")
         _label(ax, metric, max(z for _, z in by_key))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False,
@@ -164,6 +165,16 @@ def capacity_figure(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> 
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save(fig, path)
     return True
+
+
+def model_ticks(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """Parameter count -> "w2 d1", the width and depth of the model that has it, so a reader
+    can tell the points apart (a count shared by two models names both)."""
+    names: dict[int, set[str]] = {}
+    for r in rows:
+        if r["status"] == "complete" and r.get("params"):
+            names.setdefault(r["params"], set()).add(f"w{r['width']} d{r['depth']}")
+    return {p: " / ".join(sorted(n)) for p, n in names.items()}
 
 
 def _tier(tier: str) -> str:
