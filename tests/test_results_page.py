@@ -140,3 +140,19 @@ def test_the_capacity_figure_is_drawn_from_the_committed_csvs(tmp_path):
     path = tmp_path / "capacity.png"
     assert results_page.capacity_figure(path)
     assert 0 < path.stat().st_size <= 300_000
+
+
+def test_the_reproduce_commands_are_the_ones_that_were_timed():
+    # Each sweep's time.txt names the command that ran; the page must give the same overrides.
+    import re
+
+    block = PAGE_TEXT[PAGE_TEXT.index("## Reproduce") :]
+    block = block[block.index("```bash") : block.index("```", block.index("```bash") + 3)]
+    page = [set(c.split()) for c in block.replace("\\\n", " ").splitlines()]
+    machine = ("data.root=", "data.download=", "hydra.sweep.dir=", "resume=")
+    timed = re.findall(r'Command being timed: "(.*)"', "".join(
+        p.read_text() for p in sorted(RESULTS.glob("*/time.txt"))))  # fmt: skip
+    assert len(timed) >= 3
+    for command in timed:
+        wanted = {t for t in command.split() if "=" in t and not t.startswith(machine)}
+        assert any(wanted <= c for c in page), f"not on the page: {sorted(wanted)}"
