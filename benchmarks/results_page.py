@@ -168,10 +168,10 @@ def dims_table() -> str:
     return table(rows("dims"), [("tier", "tier"), ("latent_dim", "latent")], metrics)
 
 
-def study_model_rows() -> list[dict[str, str]]:
+def study_model_rows(kind: str = "seed_mean") -> list[dict[str, str]]:
     """The study's own setting (latent 2, β = 1, width 1, depth 0) from the latent-size sweep:
-    the baseline the β and capacity sweeps vary from."""
-    return [r for r in rows("dims") if r["latent_dim"] == "2"]
+    the baseline the β and capacity sweeps vary from (its seed means, or its ``run`` rows)."""
+    return [r for r in read("dims", kind) if r["latent_dim"] == "2"]
 
 
 def beta_rows() -> list[dict[str, str]]:
@@ -247,7 +247,7 @@ def _as_run(row: dict[str, str]) -> dict[str, Any]:
 def capacity_figure(path: Path = CAPACITY_FIGURE) -> bool:
     """The report's capacity figure over every capacity run, the study's model (latent 2 of the
     latent-size sweep) included: no one sweep folder holds all of them."""
-    runs = [r for r in read("dims", "run") if r["latent_dim"] == "2"] + read("capacity", "run")
+    runs = study_model_rows("run") + read("capacity", "run")
     return figures.capacity_figure([_as_run(r) for r in runs], path.parent, path)
 
 

@@ -1,5 +1,6 @@
 """docs/results.md states only what its committed summary.csv files hold."""
 
+import re
 import shutil
 
 import pytest
@@ -48,8 +49,6 @@ def test_the_figures_are_small(png):
 
 
 def test_the_figures_the_page_cites_exist():
-    import re
-
     cited = re.findall(r"\]\((results/[^)]+)\)", PAGE_TEXT)
     assert cited, "the page cites no figure or CSV"
     for rel in cited:
@@ -144,8 +143,6 @@ def test_the_capacity_figure_is_drawn_from_the_committed_csvs(tmp_path):
 
 def test_the_reproduce_commands_are_the_ones_that_were_timed():
     # Each sweep's time.txt names the command that ran; the page must give the same overrides.
-    import re
-
     block = PAGE_TEXT[PAGE_TEXT.index("## Reproduce") :]
     block = block[block.index("```bash") : block.index("```", block.index("```bash") + 3)]
     page = [set(c.split()) for c in block.replace("\\\n", " ").splitlines()]
